@@ -1,0 +1,75 @@
+/**
+ * The only module that imports onnxruntime-node. Everything else talks to `Backend` and
+ * `StageSession`: Float32Array in, Float32Array out. Device -> execution provider is one table.
+ */
+import * as ort from "onnxruntime-node";
+import { MixCacheError } from "../errors.ts";
+
+export type Device = "cpu";
+const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ["cpu"] };
+
+export interface BackendOptions {
+  device?: Device;
+  /** Intra-op threads per session (default: all cores, up to 8). */
+  threads?: number;
+}
+
+export interface Feed {
+  data: Float32Array;
+  dims: readonly number[];
+}
+
+export class StageSession {
+  private constructor(
+    readonly name: string,
+    private readonly session: ort.InferenceSession,
+  ) {}
+
+  static async create(name: string, model: Uint8Array, opts: BackendOptions = {}): Promise<StageSession> {
+    const device = opts.device ?? "cpu";
+    const providers = EXECUTION_PROVIDERS[device];
+    if (!providers) throw new MixCacheError("USAGE", `unknown device ${device}`, `use one of: ${Object.keys(EXECUTION_PROVIDERS).join(", ")}`);
+    try {
+      const session = await ort.InferenceSession.create(model, {
+        executionProviders: providers,
+        graphOptimizationLevel: "all",
+        executionMode: "sequential",
+        intraOpNumThreads: opts.threads ?? defaultThreads(),
+        interOpNumThreads: 1,
+        enableCpuMemArena: true,
+        enableMemPattern: true,
+      });
+      return new StageSession(name, session);
+    } catch (e) {
+      throw new MixCacheError("RUNTIME", `onnxruntime could not load stage graph ${name}: ${(e as Error).message}`, "this is a bug in the graph builder; please report it with the model config");
+    }
+  }
+
+  /** Run the stage. Outputs are returned in the order of `outputNames`. */
+  async run(feeds: Record<string, Feed>, outputNames: readonly string[]): Promise<Float32Array[]> {
+    const t: Record<string, ort.Tensor> = {};
+    for (const [k, f] of Object.entries(feeds)) t[k] = new ort.Tensor("float32", f.data, f.dims);
+    let res: ort.InferenceSession.OnnxValueMapType;
+    try {
+      res = await this.session.run(t);
+    } catch (e) {
+      throw new MixCacheError("RUNTIME", `stage ${this.name} failed: ${(e as Error).message}`, "check the input shapes against the model config");
+    }
+    return outputNames.map((n) => {
+      const v = res[n];
+      if (!v) throw new MixCacheError("RUNTIME", `stage ${this.name} produced no output ${n}`);
+      return v.data as Float32Array;
+    });
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+import { availableParallelism } from "node:os";
+export function defaultThreads(): number {
+  return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+export const ortVersion: string = (ort.env as { versions?: { node?: string } }).versions?.node ?? "unknown";

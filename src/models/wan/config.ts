@@ -1,0 +1,163 @@
+/**
+ * The Wan2.1 family config: the fields of diffusers' `WanTransformer3DModel` config.json, validated
+ * strictly. Any size works, from tiny test configs to the real 1.3B and 14B shapes.
+ */
+import { readFileSync } from "node:fs";
+import { ConfigError, closest } from "../../errors.ts";
+
+export interface WanConfig {
+  patch_size: [number, number, number];
+  num_attention_heads: number;
+  attention_head_dim: number;
+  in_channels: number;
+  out_channels: number;
+  text_dim: number;
+  freq_dim: number;
+  ffn_dim: number;
+  num_layers: number;
+  cross_attn_norm: boolean;
+  qk_norm: string;
+  eps: number;
+  rope_max_seq_len: number;
+}
+
+const DEFAULTS: Omit<WanConfig, never> = {
+  // diffusers WanTransformer3DModel.__init__ defaults (the 1.3B/14B values differ only in size)
+  patch_size: [1, 2, 2],
+  num_attention_heads: 40,
+  attention_head_dim: 128,
+  in_channels: 16,
+  out_channels: 16,
+  text_dim: 4096,
+  freq_dim: 256,
+  ffn_dim: 13824,
+  num_layers: 40,
+  cross_attn_norm: true,
+  qk_norm: "rms_norm_across_heads",
+  eps: 1e-6,
+  rope_max_seq_len: 1024,
+};
+
+/** Fields diffusers writes that the T2V path does not use; accepted only with their T2V values. */
+const T2V_NULL_FIELDS = ["image_dim", "added_kv_proj_dim", "pos_embed_seq_len"] as const;
+
+export const WAN_FIELDS = [...Object.keys(DEFAULTS), ...T2V_NULL_FIELDS];
+
+export function parseWanConfig(raw: unknown, source = "config.json"): WanConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw new ConfigError(`${source}: expected a JSON object`, "use a diffusers WanTransformer3DModel config.json");
+  const obj = raw as Record<string, unknown>;
+  if (typeof obj._class_name === "string" && obj._class_name !== "WanTransformer3DModel")
+    throw new ConfigError(`${source}: _class_name is ${obj._class_name}, not WanTransformer3DModel`, "point --model at a Wan2.1 transformer folder");
+  for (const k of Object.keys(obj)) {
+    if (k.startsWith("_")) continue;
+    if (!WAN_FIELDS.includes(k))
+      throw new ConfigError(`${source}: unknown field "${k}"`, `valid fields: ${WAN_FIELDS.join(", ")} (did you mean ${closest(k, WAN_FIELDS, 1)[0]}?)`);
+  }
+  for (const k of T2V_NULL_FIELDS)
+    if (obj[k] !== undefined && obj[k] !== null)
+      throw new ConfigError(`${source}: ${k} = ${JSON.stringify(obj[k])} is an image-to-video feature`, "only text-to-video Wan2.1 configs are supported; set it to null");
+  const cfg = { ...DEFAULTS, ...obj } as Record<string, unknown>;
+  const posInt = (k: string) => {
+    const v = cfg[k];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
+      throw new ConfigError(`${source}: ${k} must be a positive integer, got ${JSON.stringify(v)}`);
+  };
+  for (const k of ["num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len"]) posInt(k);
+  const ps = cfg.patch_size;
+  if (!Array.isArray(ps) || ps.length !== 3 || !ps.every((v) => Number.isInteger(v) && v >= 1))
+    throw new ConfigError(`${source}: patch_size must be three positive integers [t, h, w], got ${JSON.stringify(ps)}`);
+  if ((cfg.freq_dim as number) % 2 !== 0) throw new ConfigError(`${source}: freq_dim must be even, got ${cfg.freq_dim}`);
+  if ((cfg.attention_head_dim as number) % 2 !== 0 || (cfg.attention_head_dim as number) < 6)
+    throw new ConfigError(`${source}: attention_head_dim must be even and >= 6 for the 3D RoPE split, got ${cfg.attention_head_dim}`);
+  if (cfg.qk_norm !== "rms_norm_across_heads")
+    throw new ConfigError(`${source}: qk_norm "${cfg.qk_norm}" is not supported`, 'Wan2.1 uses "rms_norm_across_heads"');
+  if (cfg.cross_attn_norm !== true) throw new ConfigError(`${source}: cross_attn_norm must be true (Wan2.1 T2V)`);
+  if (typeof cfg.eps !== "number" || !(cfg.eps > 0)) throw new ConfigError(`${source}: eps must be a positive number`);
+  return {
+    patch_size: [ps[0], ps[1], ps[2]],
+    num_attention_heads: cfg.num_attention_heads as number,
+    attention_head_dim: cfg.attention_head_dim as number,
+    in_channels: cfg.in_channels as number,
+    out_channels: cfg.out_channels as number,
+    text_dim: cfg.text_dim as number,
+    freq_dim: cfg.freq_dim as number,
+    ffn_dim: cfg.ffn_dim as number,
+    num_layers: cfg.num_layers as number,
+    cross_attn_norm: true,
+    qk_norm: "rms_norm_across_heads",
+    eps: cfg.eps as number,
+    rope_max_seq_len: cfg.rope_max_seq_len as number,
+  };
+}
+
+export function readWanConfig(path: string): WanConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new ConfigError(`cannot read ${path}: ${(e as Error).message}`, "point --model at a folder containing config.json");
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch (e) {
+    throw new ConfigError(`${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  return parseWanConfig(raw, path);
+}
+
+export const dimOf = (c: WanConfig): number => c.num_attention_heads * c.attention_head_dim;
+
+/** RoPE split of the head dim into (t, h, w) parts: d_h - 4*floor(d_h/6), 2*floor(d_h/6), 2*floor(d_h/6). */
+export function ropeSplit(c: WanConfig): [number, number, number] {
+  const dhw = 2 * Math.floor(c.attention_head_dim / 6);
+  return [c.attention_head_dim - 2 * dhw, dhw, dhw];
+}
+
+/** Expected diffusers key -> shape map (T2V). */
+export function expectedShapes(c: WanConfig): Map<string, number[]> {
+  const D = dimOf(c);
+  const [pt, ph, pw] = c.patch_size;
+  const m = new Map<string, number[]>();
+  m.set("patch_embedding.weight", [D, c.in_channels, pt, ph, pw]);
+  m.set("patch_embedding.bias", [D]);
+  m.set("condition_embedder.time_embedder.linear_1.weight", [D, c.freq_dim]);
+  m.set("condition_embedder.time_embedder.linear_1.bias", [D]);
+  m.set("condition_embedder.time_embedder.linear_2.weight", [D, D]);
+  m.set("condition_embedder.time_embedder.linear_2.bias", [D]);
+  m.set("condition_embedder.time_proj.weight", [6 * D, D]);
+  m.set("condition_embedder.time_proj.bias", [6 * D]);
+  m.set("condition_embedder.text_embedder.linear_1.weight", [D, c.text_dim]);
+  m.set("condition_embedder.text_embedder.linear_1.bias", [D]);
+  m.set("condition_embedder.text_embedder.linear_2.weight", [D, D]);
+  m.set("condition_embedder.text_embedder.linear_2.bias", [D]);
+  m.set("proj_out.weight", [c.out_channels * pt * ph * pw, D]);
+  m.set("proj_out.bias", [c.out_channels * pt * ph * pw]);
+  m.set("scale_shift_table", [1, 2, D]);
+  for (let i = 0; i < c.num_layers; i++) {
+    const p = `blocks.${i}.`;
+    for (const a of ["attn1", "attn2"]) {
+      for (const l of ["to_q", "to_k", "to_v", "to_out.0"]) {
+        m.set(`${p}${a}.${l}.weight`, [D, D]);
+        m.set(`${p}${a}.${l}.bias`, [D]);
+      }
+      m.set(`${p}${a}.norm_q.weight`, [D]);
+      m.set(`${p}${a}.norm_k.weight`, [D]);
+    }
+    m.set(`${p}norm2.weight`, [D]);
+    m.set(`${p}norm2.bias`, [D]);
+    m.set(`${p}ffn.net.0.proj.weight`, [c.ffn_dim, D]);
+    m.set(`${p}ffn.net.0.proj.bias`, [c.ffn_dim]);
+    m.set(`${p}ffn.net.2.weight`, [D, c.ffn_dim]);
+    m.set(`${p}ffn.net.2.bias`, [D]);
+    m.set(`${p}scale_shift_table`, [1, 6, D]);
+  }
+  return m;
+}
+
+export function parameterCount(c: WanConfig): number {
+  let n = 0;
+  for (const s of expectedShapes(c).values()) n += s.reduce((a, b) => a * b, 1);
+  return n;
+}

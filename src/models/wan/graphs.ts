@@ -1,0 +1,190 @@
+/**
+ * Wan2.1 stage graphs, one builder per stage (diffusers transformer_wan.py semantics; see
+ * shared reference wan21.md section 2). The pipeline calls them in order; the seams between calls
+ * are where caches hook in. Every module graph returns its gated residual contribution, so the
+ * caller owns the residual stream: x <- x + sa(x); x <- x + ca(x); x <- x + ffn(x).
+ */
+import { Graph } from "../../graph/builder.ts";
+import { attention, geluTanh, layerNorm, linear, mergeHeads, rmsNorm, rope, silu, splitHeads } from "../../graph/layers.ts";
+import { WanConfig, dimOf } from "./config.ts";
+
+export type WeightGetter = (key: string) => Float32Array;
+export type Grid = [number, number, number]; // patch grid F', H', W'
+
+/** Time path: t [1] -> temb [1, D] (time_embedder output, pre-SiLU), tproj [1, 6, D]. */
+export function buildTimeGraph(c: WanConfig, w: WeightGetter): Graph {
+  const g = new Graph("time");
+  const D = dimOf(c);
+  const half = c.freq_dim / 2;
+  // diffusers get_timestep_embedding: omega_i = exp(-ln(10000) i / half), float32; [cos, sin]
+  const omega = Array.from({ length: half }, (_, i) => Math.fround(Math.exp(Math.fround((-Math.log(10000) * i) / half))));
+  const t = g.input("t", [1]);
+  const a = g.reshape(g.mul(g.reshape(t, [1, 1]), g.f32(omega)), [1, half]);
+  const feat = g.concat([g.op1("Cos", [a]), g.op1("Sin", [a])], 1);
+  const p = "condition_embedder.";
+  const h = silu(g, linear(g, feat, `${p}time_embedder.linear_1`, w(`${p}time_embedder.linear_1.weight`), w(`${p}time_embedder.linear_1.bias`), D, c.freq_dim));
+  const temb = linear(g, h, `${p}time_embedder.linear_2`, w(`${p}time_embedder.linear_2.weight`), w(`${p}time_embedder.linear_2.bias`), D, D);
+  const tproj = linear(g, silu(g, temb), `${p}time_proj`, w(`${p}time_proj.weight`), w(`${p}time_proj.bias`), 6 * D, D);
+  g.output(temb, "temb", [1, D]);
+  g.output(g.reshape(tproj, [1, 6, D]), "tproj", [1, 6, D]);
+  return g;
+}
+
+/** Patch embedding: x [1, C, F, H, W] -> tokens [1, L, D] (Conv3d with kernel = stride = patch). */
+export function buildPatchGraph(c: WanConfig, w: WeightGetter, grid: Grid): Graph {
+  const g = new Graph("patch");
+  const D = dimOf(c);
+  const [pt, ph, pw] = c.patch_size;
+  const [Fp, Hp, Wp] = grid;
+  const C = c.in_channels;
+  const K = C * pt * ph * pw;
+  const x = g.input("x", [1, C, Fp * pt, Hp * ph, Wp * pw]);
+  // [1, C, F', pt, H', ph, W', pw] -> [1, F', H', W', C, pt, ph, pw]: channel-major patch vectors
+  const patches = g.reshape(g.transpose(g.reshape(x, [1, C, Fp, pt, Hp, ph, Wp, pw]), [0, 2, 4, 6, 1, 3, 5, 7]), [1, Fp * Hp * Wp, K]);
+  const tok = linear(g, patches, "patch_embedding", w("patch_embedding.weight"), w("patch_embedding.bias"), D, K);
+  g.output(tok, "tokens", [1, Fp * Hp * Wp, D]);
+  return g;
+}
+
+/** Text projection: text [1, S, text_dim] -> ctx [1, S, D] (Linear, GELU-tanh, Linear). */
+export function buildTextGraph(c: WanConfig, w: WeightGetter): Graph {
+  const g = new Graph("text");
+  const D = dimOf(c);
+  const p = "condition_embedder.text_embedder.";
+  const text = g.input("text", [1, "S", c.text_dim]);
+  const h = geluTanh(g, linear(g, text, `${p}linear_1`, w(`${p}linear_1.weight`), w(`${p}linear_1.bias`), D, c.text_dim));
+  g.output(linear(g, h, `${p}linear_2`, w(`${p}linear_2.weight`), w(`${p}linear_2.bias`), D, D), "ctx", [1, "S", D]);
+  return g;
+}
+
+/** Cross-attention K/V of block i, computed once per prompt: ctx -> k, v [1, H, S, d]. */
+export function buildCrossKvGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+  const g = new Graph(`kv${i}`);
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const d = c.attention_head_dim;
+  const p = `blocks.${i}.attn2.`;
+  const ctx = g.input("ctx", [1, "S", D]);
+  const k = rmsNorm(g, linear(g, ctx, `${p}to_k`, w(`${p}to_k.weight`), w(`${p}to_k.bias`), D, D), `${p}norm_k`, w(`${p}norm_k.weight`), c.eps);
+  const v = linear(g, ctx, `${p}to_v`, w(`${p}to_v.weight`), w(`${p}to_v.bias`), D, D);
+  g.output(splitHeads(g, k, H, d), "k", [1, H, "S", d]);
+  g.output(splitHeads(g, v, H, d), "v", [1, H, "S", d]);
+  return g;
+}
+
+/** Modulated non-affine LayerNorm: LN(x) (1 + scale) + shift with chunks of (table + tproj). */
+function modulated(g: Graph, c: WanConfig, x: ReturnType<Graph["input"]>, mod: ReturnType<Graph["input"]>, name: string, shiftIdx: number) {
+  const D = dimOf(c);
+  const shift = g.slice(mod, 1, shiftIdx, shiftIdx + 1);
+  const scale = g.slice(mod, 1, shiftIdx + 1, shiftIdx + 2);
+  const gate = g.slice(mod, 1, shiftIdx + 2, shiftIdx + 3);
+  const n = layerNorm(g, x, name, D, c.eps, null, null);
+  return { h: g.add(g.mul(n, g.add(scale, g.f32(1))), shift), gate };
+}
+
+/** Self-attention module of block i: x [1, L, D], tproj [1, 6, D], cos/sin [L, d/2] -> gated residual. */
+export function buildSelfAttnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+  const g = new Graph(`sa${i}`);
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const d = c.attention_head_dim;
+  const p = `blocks.${i}.`;
+  const x = g.input("x", [1, "L", D]);
+  const tproj = g.input("tproj", [1, 6, D]);
+  const cos = g.input("cos", ["L", d / 2]);
+  const sin = g.input("sin", ["L", d / 2]);
+  const mod = g.add(g.weight(`${p}scale_shift_table`, w(`${p}scale_shift_table`), [1, 6, D]), tproj);
+  const { h, gate } = modulated(g, c, x, mod, `${p}norm1`, 0);
+  const a = `${p}attn1.`;
+  const q = rmsNorm(g, linear(g, h, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
+  const k = rmsNorm(g, linear(g, h, `${a}to_k`, w(`${a}to_k.weight`), w(`${a}to_k.bias`), D, D), `${a}norm_k`, w(`${a}norm_k.weight`), c.eps);
+  const v = linear(g, h, `${a}to_v`, w(`${a}to_v.weight`), w(`${a}to_v.bias`), D, D);
+  const qr = g.transpose(rope(g, g.reshape(q, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
+  const kr = g.transpose(rope(g, g.reshape(k, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
+  const o = mergeHeads(g, attention(g, qr, kr, splitHeads(g, v, H, d), d), D);
+  const out = linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D);
+  g.output(g.mul(out, gate), "r", [1, "L", D]);
+  return g;
+}
+
+/** Cross-attention module of block i: x, k, v (precomputed per prompt) -> residual (no gate). */
+export function buildCrossAttnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+  const g = new Graph(`ca${i}`);
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const d = c.attention_head_dim;
+  const p = `blocks.${i}.`;
+  const x = g.input("x", [1, "L", D]);
+  const k = g.input("k", [1, H, "S", d]);
+  const v = g.input("v", [1, H, "S", d]);
+  const n = layerNorm(g, x, `${p}norm2`, D, c.eps, w(`${p}norm2.weight`), w(`${p}norm2.bias`));
+  const a = `${p}attn2.`;
+  const q = rmsNorm(g, linear(g, n, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
+  const o = mergeHeads(g, attention(g, splitHeads(g, q, H, d), k, v, d), D);
+  g.output(linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D), "r", [1, "L", D]);
+  return g;
+}
+
+/** FFN module of block i: x, tproj -> gated residual (GELU-tanh MLP on the modulated norm). */
+export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+  const g = new Graph(`ffn${i}`);
+  const D = dimOf(c);
+  const p = `blocks.${i}.`;
+  const x = g.input("x", [1, "L", D]);
+  const tproj = g.input("tproj", [1, 6, D]);
+  const mod = g.add(g.weight(`${p}scale_shift_table`, w(`${p}scale_shift_table`), [1, 6, D]), tproj);
+  const { h, gate } = modulated(g, c, x, mod, `${p}norm3`, 3);
+  const f = geluTanh(g, linear(g, h, `${p}ffn.net.0.proj`, w(`${p}ffn.net.0.proj.weight`), w(`${p}ffn.net.0.proj.bias`), c.ffn_dim, D));
+  const out = linear(g, f, `${p}ffn.net.2`, w(`${p}ffn.net.2.weight`), w(`${p}ffn.net.2.bias`), D, c.ffn_dim);
+  g.output(g.mul(out, gate), "r", [1, "L", D]);
+  return g;
+}
+
+/** Head: x [1, L, D], temb [1, D] -> velocity [1, C, F, H, W] (modulated norm, proj_out, unpatchify). */
+export function buildHeadGraph(c: WanConfig, w: WeightGetter, grid: Grid): Graph {
+  const g = new Graph("head");
+  const D = dimOf(c);
+  const [pt, ph, pw] = c.patch_size;
+  const [Fp, Hp, Wp] = grid;
+  const C = c.out_channels;
+  const x = g.input("x", [1, Fp * Hp * Wp, D]);
+  const temb = g.input("temb", [1, D]);
+  // shift = index 0, scale = index 1 of (scale_shift_table + temb), temb without SiLU
+  const ss = g.add(g.weight("scale_shift_table", w("scale_shift_table"), [1, 2, D]), g.reshape(temb, [1, 1, D]));
+  const shift = g.slice(ss, 1, 0, 1);
+  const scale = g.slice(ss, 1, 1, 2);
+  const n = layerNorm(g, x, "norm_out", D, c.eps, null, null);
+  const y = linear(g, g.add(g.mul(n, g.add(scale, g.f32(1))), shift), "proj_out", w("proj_out.weight"), w("proj_out.bias"), C * pt * ph * pw, D);
+  // channel-last feature layout: [1, F', H', W', pt, ph, pw, C] -> [1, C, F', pt, H', ph, W', pw]
+  const v = g.reshape(g.transpose(g.reshape(y, [1, Fp, Hp, Wp, pt, ph, pw, C]), [0, 7, 1, 4, 2, 5, 3, 6]), [1, C, Fp * pt, Hp * ph, Wp * pw]);
+  g.output(v, "v", [1, C, Fp * pt, Hp * ph, Wp * pw]);
+  return g;
+}
+
+/** 3D RoPE tables cos/sin [L, d/2], angles in float64 (diffusers WanRotaryPosEmbed). */
+export function ropeTables(c: WanConfig, grid: Grid): { cos: Float32Array; sin: Float32Array } {
+  const d = c.attention_head_dim;
+  const dhw = 2 * Math.floor(d / 6);
+  const dt = d - 2 * dhw;
+  const [Fp, Hp, Wp] = grid;
+  for (const n of grid)
+    if (n > c.rope_max_seq_len) throw new Error(`patch grid ${grid} exceeds rope_max_seq_len ${c.rope_max_seq_len}`);
+  const P = d / 2;
+  const L = Fp * Hp * Wp;
+  const cos = new Float32Array(L * P);
+  const sin = new Float32Array(L * P);
+  const freqs = (da: number) => Array.from({ length: da / 2 }, (_, k) => Math.pow(10000, (-2 * k) / da));
+  const ft = freqs(dt);
+  const fh = freqs(dhw);
+  const fw = freqs(dhw);
+  for (let f = 0; f < Fp; f++)
+    for (let h = 0; h < Hp; h++)
+      for (let x = 0; x < Wp; x++) {
+        const base = ((f * Hp + h) * Wp + x) * P;
+        let j = 0;
+        for (const om of ft) { cos[base + j] = Math.cos(f * om); sin[base + j] = Math.sin(f * om); j++; }
+        for (const om of fh) { cos[base + j] = Math.cos(h * om); sin[base + j] = Math.sin(h * om); j++; }
+        for (const om of fw) { cos[base + j] = Math.cos(x * om); sin[base + j] = Math.sin(x * om); j++; }
+      }
+  return { cos, sin };
+}
