@@ -2,7 +2,7 @@
 
 The generator is deterministic from a seed and mirrored bit-for-bit in TypeScript
 (src/data/shapes.ts); both read data/vocab.json. Keep the two in step: the golden test
-test/data.test.ts checks clip checksums written by `python3 tools/dataset_golden.py`.
+test/shapes.test.ts checks clip checksums written by `python3 tools/dataset_golden.py`.
 """
 from __future__ import annotations
 

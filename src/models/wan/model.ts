@@ -50,7 +50,7 @@ export class WanModel {
   private gridCache = new Map<string, GridState>();
   private constructor(
     readonly config: WanConfig,
-    private readonly source: WeightSource,
+    private source: WeightSource,
     private readonly opts: BackendOptions,
     private readonly timeS: StageSession,
     private readonly textS: StageSession,
@@ -92,6 +92,11 @@ export class WanModel {
     }
     const model = new WanModel(config, { read: checked }, opts, timeS, textS, kvS, saS, caS, ffnS);
     return model;
+  }
+
+  /** Replace the weight source used for grid-specific stages built later (patch, head). */
+  setWeightSource(source: WeightSource): void {
+    this.source = source;
   }
 
   /** Patch grid for a latent of frames x height x width (each divisible by the patch size). */

@@ -1,0 +1,72 @@
+/**
+ * Strategy knobs declared as data: type, default, range, doc and source. Configs are validated
+ * strictly: an unknown knob or an out-of-range value is a ConfigError that lists the valid ones.
+ */
+import { ConfigError, closest } from "../errors.ts";
+
+export type KnobValue = number | boolean | string;
+
+export interface KnobDef {
+  name: string;
+  type: "number" | "int" | "bool" | "enum";
+  default: KnobValue;
+  min?: number;
+  max?: number;
+  values?: readonly string[];
+  doc: string;
+  /** Paper or code the knob and its default come from. */
+  source?: string;
+}
+
+function describe(k: KnobDef): string {
+  if (k.type === "enum") return `${k.name}=${k.values!.join("|")}`;
+  if (k.type === "bool") return `${k.name}=true|false`;
+  const lo = k.min ?? -Infinity, hi = k.max ?? Infinity;
+  return `${k.name} (${k.type} in [${lo}, ${hi}])`;
+}
+
+export function knobList(defs: readonly KnobDef[]): string {
+  return defs.map(describe).join(", ") || "(none)";
+}
+
+/** Parse and validate raw options (strings from the CLI or typed values from the API). */
+export function parseKnobs(strategy: string, defs: readonly KnobDef[], raw: Record<string, unknown> = {}): Record<string, KnobValue> {
+  const out: Record<string, KnobValue> = {};
+  for (const d of defs) out[d.name] = d.default;
+  const names = defs.map((d) => d.name);
+  for (const [key, value] of Object.entries(raw)) {
+    const d = defs.find((x) => x.name === key);
+    if (!d) {
+      const hint = names.length ? ` (did you mean ${closest(key, names, 1)[0]}?)` : "";
+      throw new ConfigError(`${strategy}: unknown option "${key}"${hint}`, `valid options: ${knobList(defs)}`);
+    }
+    out[key] = coerce(strategy, d, value);
+  }
+  return out;
+}
+
+function coerce(strategy: string, d: KnobDef, value: unknown): KnobValue {
+  const bad = (why: string) => new ConfigError(`${strategy}: ${d.name}=${JSON.stringify(value)} ${why}`, `valid: ${describe(d)}; default ${d.default}. ${d.doc}`);
+  if (d.type === "bool") {
+    if (typeof value === "boolean") return value;
+    if (value === "true" || value === "1") return true;
+    if (value === "false" || value === "0") return false;
+    throw bad("is not a boolean");
+  }
+  if (d.type === "enum") {
+    if (typeof value === "string" && d.values!.includes(value)) return value;
+    throw bad("is not one of the allowed values");
+  }
+  const n = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;
+  if (!Number.isFinite(n)) throw bad("is not a number");
+  if (d.type === "int" && !Number.isInteger(n)) throw bad("is not an integer");
+  if (d.min !== undefined && n < d.min) throw bad(`is below the minimum ${d.min}`);
+  if (d.max !== undefined && n > d.max) throw bad(`is above the maximum ${d.max}`);
+  return n;
+}
+
+/** Compact number for tags: 0.05 -> "0.05", 2 -> "2". */
+export function fmt(n: KnobValue): string {
+  if (typeof n !== "number") return String(n);
+  return Number.isInteger(n) ? String(n) : String(Number(n.toPrecision(3)));
+}

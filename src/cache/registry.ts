@@ -1,0 +1,47 @@
+/**
+ * Every cache strategy, declared as data: adding one is a file in strategies/ plus one line here.
+ */
+import { ConfigError, closest } from "../errors.ts";
+import { knobList, parseKnobs, type KnobDef, type KnobValue } from "./knobs.ts";
+import type { CacheStrategy, Granularity } from "./strategy.ts";
+import { none } from "./strategies/none.ts";
+import { fewerSteps } from "./strategies/fewer-steps.ts";
+
+export interface StrategyDef {
+  name: string;
+  granularity: Granularity;
+  summary: string;
+  /** Paper / code the method and its defaults come from. */
+  source: string;
+  knobs: readonly KnobDef[];
+  build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
+}
+
+/** What a strategy may read from the model folder (calibration profiles). */
+export interface StrategyEnv {
+  profilesDir?: string;
+}
+
+export const STRATEGIES: StrategyDef[] = [none, fewerSteps];
+
+export function strategyNames(): string[] {
+  return STRATEGIES.map((s) => s.name);
+}
+
+export function findStrategy(name: string): StrategyDef {
+  const def = STRATEGIES.find((s) => s.name === name);
+  if (!def) throw new ConfigError(`unknown cache strategy "${name}" (did you mean ${closest(name, strategyNames(), 1)[0]}?)`, `valid strategies: ${strategyNames().join(", ")}; see \`mixcache caches\``);
+  return def;
+}
+
+/** Build a strategy from a name and raw options (validated strictly). */
+export function makeCache(name: string, options: Record<string, unknown> = {}, env: StrategyEnv = {}): CacheStrategy {
+  const def = findStrategy(name);
+  return def.build(parseKnobs(name, def.knobs, options), env);
+}
+
+export function describeStrategies(): Array<{ name: string; granularity: Granularity; summary: string; source: string; knobs: KnobDef[] }> {
+  return STRATEGIES.map((s) => ({ name: s.name, granularity: s.granularity, summary: s.summary, source: s.source, knobs: [...s.knobs] }));
+}
+
+export { knobList };

@@ -1,0 +1,16 @@
+/** `none`: the uncached reference. Attaches no hooks; every call is computed. */
+import type { StrategyDef } from "../registry.ts";
+
+export const none: StrategyDef = {
+  name: "none",
+  granularity: "none",
+  summary: "No caching: every step, branch, block and module is computed (the reference output).",
+  source: "-",
+  knobs: [],
+  build(config) {
+    return {
+      name: "none", granularity: "none", config, tag: "none",
+      attach: () => ({ hooks: {}, report: () => ({ name: "none", tag: "none", config, peakBytes: 0, trace: [], counters: {}, warnings: [] }) }),
+    };
+  },
+};

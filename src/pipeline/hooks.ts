@@ -1,0 +1,65 @@
+/**
+ * The seams of the denoising loop. A cache strategy implements some of these "around" hooks; each
+ * receives a `compute` callback and may call it (compute for real), skip it and return a
+ * substitute (reuse), or call it and remember the result. The pipeline never knows which strategy
+ * is attached; with no hooks (the `none` strategy) every call is computed.
+ *
+ *   step:    beginStep -> [branch cond, branch uncond] -> guidance -> sampler -> endStep
+ *   branch:  (shared tokens h0) -> body -> head -> velocity
+ *   body:    block 0 .. L-1
+ *   block:   sa -> ca -> ffn (each module returns its residual; the block adds it)
+ */
+import type { ModuleKind, TimeOut } from "../models/wan/model.ts";
+
+export type Branch = "cond" | "uncond";
+
+export interface RunInfo {
+  steps: number;
+  cfg: boolean;
+  numBlocks: number;
+  /** Elements in a latent / a hidden state (tokens x width). */
+  latentSize: number;
+  hiddenSize: number;
+  timesteps: Float64Array;
+  sigmas: Float64Array;
+}
+
+export interface StepInfo {
+  index: number;
+  count: number;
+  timestep: number;
+  sigma: number;
+  sigmaNext: number;
+  guidance: number;
+  cfg: boolean;
+}
+
+export interface BranchCtx {
+  step: StepInfo;
+  branch: Branch;
+  /** The latent this step denoises (the model input), [C, F, H, W]. */
+  latent: Float32Array;
+  /** Time-path outputs of this step (shared by both branches). */
+  time: TimeOut;
+  /** Velocity of the cond branch when this is the uncond branch of the same step. */
+  condVelocity?: Float32Array;
+}
+
+/** Run a range of blocks [from, to) on hidden state h (returns a new array). */
+export type BlockRunner = (from: number, to: number, h: Float32Array) => Promise<Float32Array>;
+
+export interface Hooks {
+  beginRun?(run: RunInfo): void;
+  beginStep?(step: StepInfo, latent: Float32Array): void;
+  /** Around a whole CFG branch (embedding lookup, body, head): returns the branch velocity. */
+  branch?(ctx: BranchCtx, compute: () => Promise<Float32Array>): Promise<Float32Array>;
+  /** Around the transformer body: h0 (tokens after patch embedding) -> hidden state after the last block. */
+  body?(ctx: BranchCtx, h0: Float32Array, runBlocks: BlockRunner): Promise<Float32Array>;
+  /** Around one block: h_in -> h_out. */
+  block?(ctx: BranchCtx, index: number, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
+  /** Around one module: h -> residual contribution. */
+  module?(ctx: BranchCtx, block: number, kind: ModuleKind, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
+  /** After guidance, before the sampler update. */
+  endStep?(step: StepInfo, out: { velocity: Float32Array; cond: Float32Array; uncond: Float32Array | null; latent: Float32Array }): void;
+  endRun?(): void;
+}

@@ -1,0 +1,71 @@
+/**
+ * Exact compute accounting. Every executed stage call adds its analytic MAC count (see
+ * models/wan/macs.ts); `full` is what the uncached run executes. Module, block and branch calls are
+ * counted as computed when their compute callback ran; reused = total - computed at each level.
+ */
+import type { ModuleKind } from "../models/wan/model.ts";
+
+export interface StepStats {
+  index: number;
+  timestep: number;
+  macs: number;
+  modulesComputed: number;
+  blocksComputed: number;
+  branchesComputed: number;
+  wallMs: number;
+}
+
+export interface RunStats {
+  steps: number;
+  branchesPerStep: number;
+  numBlocks: number;
+  macsFull: number;
+  macsExecuted: number;
+  /** macsFull / macsExecuted */
+  computeSpeedup: number;
+  /** per prompt: text projection and cross-attention K/V (identical with and without caching) */
+  macsPrompt: number;
+  computed: { branches: number; blocks: number; modules: number; modulesByKind: Record<ModuleKind, number> };
+  total: { branches: number; blocks: number; modules: number };
+  reused: { branches: number; blocks: number; modules: number };
+  perStep: StepStats[];
+  wallMs: number;
+}
+
+export class StatsCollector {
+  macs = 0;
+  modules = 0;
+  blocks = 0;
+  branches = 0;
+  byKind: Record<ModuleKind, number> = { sa: 0, ca: 0, ffn: 0 };
+  perStep: StepStats[] = [];
+  private cur: StepStats | null = null;
+
+  beginStep(index: number, timestep: number): void {
+    this.cur = { index, timestep, macs: 0, modulesComputed: 0, blocksComputed: 0, branchesComputed: 0, wallMs: performance.now() };
+  }
+  endStep(): void {
+    if (!this.cur) return;
+    this.cur.wallMs = performance.now() - this.cur.wallMs;
+    this.perStep.push(this.cur);
+    this.cur = null;
+  }
+  addMacs(n: number): void {
+    this.macs += n;
+    if (this.cur) this.cur.macs += n;
+  }
+  module(kind: ModuleKind, macs: number): void {
+    this.modules++;
+    this.byKind[kind]++;
+    this.addMacs(macs);
+    if (this.cur) this.cur.modulesComputed++;
+  }
+  block(): void {
+    this.blocks++;
+    if (this.cur) this.cur.blocksComputed++;
+  }
+  branch(): void {
+    this.branches++;
+    if (this.cur) this.cur.branchesComputed++;
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Flow-matching samplers for the Wan2.1 runtime (reference: wan21.md §4).
+ *
+ * Sampling loop (CFG combined by the caller, §4.2):
+ *
+ *   const s = makeSampler("unipc", { steps: 50, shift: 3 });
+ *   let x = noise;                                  // x at σ_0
+ *   for (let i = 0; i < s.timesteps.length; i++) {
+ *     const v = model(x, s.timesteps[i]);          // velocity ≈ ε − x0
+ *     x = s.step(i, x, v);                         // x at σ_{i+1}; at the end, the x0 estimate
+ *   }
+ *
+ * - "unipc": diffusers UniPCMultistepScheduler as configured for Wan2.1 (default; unipc.ts).
+ * - "euler": diffusers FlowMatchEulerDiscreteScheduler (euler.ts).
+ */
+import { ConfigError, closest } from "../errors.ts";
+import { EulerSampler } from "./euler.ts";
+import { UniPCSampler } from "./unipc.ts";
+
+export { EulerSampler } from "./euler.ts";
+export { UniPCSampler } from "./unipc.ts";
+export {
+  MAX_STEPS,
+  NUM_TRAIN_TIMESTEPS,
+  eulerFlowGrid,
+  linspace,
+  shiftSigma,
+  unipcFlowGrid,
+  type SigmaGrid,
+} from "./sigmas.ts";
+
+export const SAMPLER_NAMES = ["unipc", "euler"] as const;
+export type SamplerName = (typeof SAMPLER_NAMES)[number];
+
+export interface Sampler {
+  readonly name: SamplerName;
+  readonly steps: number;
+  readonly shift: number;
+  /** Maximum solver order (Euler: 1). */
+  readonly order: number;
+  /** N+1 sigmas (float32 values), strictly decreasing, last is 0. Do not mutate. */
+  readonly sigmas: Float64Array;
+  /** N model timesteps, what the transformer receives at step i. Do not mutate. */
+  readonly timesteps: Float64Array;
+  /**
+   * Advance from step i: given the latent x_i and the (CFG-combined) velocity v_i predicted at
+   * timesteps[i], return x_{i+1} (at σ_{i+1}; the last step returns the x0 estimate). The result is
+   * written into `out` when given (it may be x or v itself, for an in-place update) and `out` is
+   * returned; otherwise a new Float32Array is returned. x and v are never modified unless passed as
+   * `out`. UniPC is multistep: steps must run in order 0..N−1 (step 0 starts a new run).
+   * Throws UsageError on a bad index or mismatched lengths.
+   */
+  step(i: number, x: Float32Array, v: Float32Array, out?: Float32Array): Float32Array;
+  /** Forget multistep history (no-op for Euler). */
+  reset(): void;
+}
+
+export interface SamplerOptions {
+  /** Number of sampling steps N (integer, 1..1000). */
+  steps: number;
+  /** Flow shift s > 0 (Wan2.1: 3 at 480p, 5 at 720p). */
+  shift: number;
+  /** UniPC solver order, 1 or 2 (default 2). Euler accepts only 1. */
+  order?: number;
+}
+
+const OPTION_KEYS = ["steps", "shift", "order"] as const;
+
+/** Build a sampler; throws ConfigError (with a fix hint) on an unknown name or bad options. */
+export function makeSampler(name: SamplerName | (string & {}), opts: SamplerOptions): Sampler {
+  if (!(SAMPLER_NAMES as readonly string[]).includes(name)) {
+    throw new ConfigError(
+      `unknown sampler ${JSON.stringify(name)}`,
+      `valid samplers: ${SAMPLER_NAMES.join(", ")}` +
+        (typeof name === "string" ? ` (did you mean ${closest(name, SAMPLER_NAMES, 1)[0]}?)` : ""),
+    );
+  }
+  if (typeof opts !== "object" || opts === null || Array.isArray(opts)) {
+    throw new ConfigError(`sampler options must be an object, got ${JSON.stringify(opts)}`, "pass e.g. { steps: 50, shift: 3 }");
+  }
+  for (const k of Object.keys(opts)) {
+    if (!(OPTION_KEYS as readonly string[]).includes(k)) {
+      throw new ConfigError(
+        `unknown sampler option ${JSON.stringify(k)}`,
+        `valid options: ${OPTION_KEYS.join(", ")} (did you mean ${closest(k, OPTION_KEYS, 1)[0]}?)`,
+      );
+    }
+  }
+  const { steps, shift, order } = opts;
+  if (name === "euler") {
+    if (order !== undefined && order !== 1) {
+      throw new ConfigError(`euler is a first-order sampler, got order ${JSON.stringify(order)}`, 'omit order for euler, or use "unipc" for order 2');
+    }
+    return new EulerSampler(steps, shift);
+  }
+  return new UniPCSampler(steps, shift, order ?? 2);
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Export a training checkpoint to the shipped model folder (default models/reference/):
+
+    transformer/config.json                      diffusers WanTransformer3DModel fields
+    transformer/diffusion_pytorch_model.safetensors   EMA weights, fp32, diffusers key names
+    text_encoder/config.json, text_encoder/model.safetensors
+    tokenizer/tokenizer.json                     word-level vocabulary
+    vocab.json                                   the dataset vocabulary (for the adherence evaluator)
+    mixcache.json                                latent shape, fps, sampler defaults
+    cache_profiles/                              calibration profiles (written by `mixcache calibrate`)
+    training.json                                samples seen, wall time, loss curve (for the model card)
+
+    /usr/bin/python3 tools/export.py [--ckpt checkpoints/reference.pt] [--out models/reference]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import torch
+
+from mixcache_tools import st
+from mixcache_tools.dataset import VOCAB_PATH, load_vocab
+
+
+def write_json(path: str, obj) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="checkpoints/reference.pt")
+    p.add_argument("--out", default="models/reference")
+    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    args = p.parse_args(argv)
+    ck = torch.load(args.ckpt, map_location="cpu")
+    sd = ck[args.weights]
+    vocab = load_vocab()
+    cfg = dict(ck["config"])
+    cfg["_diffusers_version"] = "0.35.0"
+    out = args.out
+    tr = {k: v.float().numpy() for k, v in sd.items() if not k.startswith("text_encoder.")}
+    te = {k[len("text_encoder."):]: v.float().numpy() for k, v in sd.items() if k.startswith("text_encoder.")}
+    st.save(os.path.join(out, "transformer", "diffusion_pytorch_model.safetensors"), tr, {"format": "pt"})
+    write_json(os.path.join(out, "transformer", "config.json"), cfg)
+    st.save(os.path.join(out, "text_encoder", "model.safetensors"), te, {"format": "pt"})
+    write_json(os.path.join(out, "text_encoder", "config.json"), {
+        "type": "embedding", "vocab_size": int(te["token_embedding.weight"].shape[0]),
+        "max_tokens": int(ck["max_text_tokens"]), "text_dim": int(te["token_embedding.weight"].shape[1]),
+    })
+    write_json(os.path.join(out, "tokenizer", "tokenizer.json"), {"type": "word", "tokens": ck["tokens"], "max_tokens": int(ck["max_text_tokens"])})
+    shutil.copyfile(VOCAB_PATH, os.path.join(out, "vocab.json"))
+    clip = vocab["clip"]
+    write_json(os.path.join(out, "mixcache.json"), {
+        "format": 1,
+        "name": "mixcache-reference-shapes",
+        "family": "wan",
+        "pixel_space": True,
+        "latent": {"channels": 3, "frames": clip["frames"], "height": clip["height"], "width": clip["width"]},
+        "fps": clip["fps"],
+        "defaults": {"sampler": "unipc", "steps": 50, "guidance": 5.0, "shift": 3.0, "negative_prompt": ""},
+    })
+    os.makedirs(os.path.join(out, "cache_profiles"), exist_ok=True)
+    state = ck["state"]
+    log = state.get("loss_log", [])
+    write_json(os.path.join(out, "training.json"), {
+        "iterations": state["iter"], "samples_seen": state["samples"], "wall_s": round(state["wall_s"], 1),
+        "batch": ck["args"]["batch"], "lr": ck["args"]["lr"], "ema": ck["args"]["ema"],
+        "loss_curve": [{"samples": r["samples"], "loss": round(r["loss"], 5)} for r in log[:: max(1, len(log) // 200)]],
+        "final_loss": round(sum(r["loss"] for r in log[-10:]) / max(1, len(log[-10:])), 5) if log else None,
+        "exported_weights": args.weights,
+    })
+    print(f"exported {args.ckpt} ({state['samples']} samples, {state['wall_s']/3600:.2f} h) -> {out}")
+
+
+if __name__ == "__main__":
+    main()
