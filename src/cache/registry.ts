@@ -6,6 +6,9 @@ import { knobList, parseKnobs, type KnobDef, type KnobValue } from "./knobs.ts";
 import type { CacheStrategy, Granularity } from "./strategy.ts";
 import { none } from "./strategies/none.ts";
 import { fewerSteps } from "./strategies/fewer-steps.ts";
+import { teacache } from "./strategies/teacache.ts";
+import { STEP_LEVEL } from "./strategies/step-level.ts";
+import { MODULE_LEVEL } from "./strategies/module-level.ts";
 
 export interface StrategyDef {
   name: string;
@@ -14,6 +17,8 @@ export interface StrategyDef {
   /** Paper / code the method and its defaults come from. */
   source: string;
   knobs: readonly KnobDef[];
+  /** Options under which the output must equal the uncached output bit for bit (contract suite). */
+  exact: Record<string, KnobValue>;
   build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
 }
 
@@ -22,7 +27,7 @@ export interface StrategyEnv {
   profilesDir?: string;
 }
 
-export const STRATEGIES: StrategyDef[] = [none, fewerSteps];
+export const STRATEGIES: StrategyDef[] = [none, fewerSteps, teacache, ...STEP_LEVEL, ...MODULE_LEVEL];
 
 export function strategyNames(): string[] {
   return STRATEGIES.map((s) => s.name);

@@ -123,7 +123,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
     };
 
     const runBranch = async (branch: Branch, condVelocity?: Float32Array): Promise<Float32Array> => {
-      const ctx: BranchCtx = { step, branch, latent: x, time, condVelocity };
+      const ctx: BranchCtx = { step, branch, numBlocks: c.num_layers, latent: x, time, condVelocity };
       const p = prompts[branch]!;
       const bm = branch === "cond" ? macs : macsUncond;
       const moduleCall = (i: number, kind: (typeof MODULES)[number]) => async (h: Float32Array) => {

@@ -37,6 +37,8 @@ export interface StepInfo {
 export interface BranchCtx {
   step: StepInfo;
   branch: Branch;
+  /** Number of transformer blocks. */
+  numBlocks: number;
   /** The latent this step denoises (the model input), [C, F, H, W]. */
   latent: Float32Array;
   /** Time-path outputs of this step (shared by both branches). */

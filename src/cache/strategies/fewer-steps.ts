@@ -11,6 +11,7 @@ export const fewerSteps: StrategyDef = {
   summary: "Naive baseline: run round(N / speedup) sampler steps instead of N.",
   source: "baseline (evaluation protocol)",
   knobs: [{ name: "speedup", type: "number", default: 2, min: 1, max: 50, doc: "Step-count reduction factor: N' = max(1, round(N / speedup)). 1 = no reduction." }],
+  exact: { speedup: 1 },
   build(config) {
     const s = config.speedup as number;
     return {

@@ -7,6 +7,7 @@ export const none: StrategyDef = {
   summary: "No caching: every step, branch, block and module is computed (the reference output).",
   source: "-",
   knobs: [],
+  exact: {},
   build(config) {
     return {
       name: "none", granularity: "none", config, tag: "none",
