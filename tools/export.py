@@ -9,6 +9,7 @@
     mixcache.json                                latent shape, fps, sampler defaults
     cache_profiles/                              calibration profiles (written by `mixcache calibrate`)
     training.json                                samples seen, wall time, loss curve (for the model card)
+    golden.safetensors                           fixed inputs + PyTorch outputs per stage (runtime parity test)
 
     /usr/bin/python3 tools/export.py [--ckpt checkpoints/reference.pt] [--out models/reference]
 """
@@ -26,6 +27,8 @@ import torch
 
 from mixcache_tools import st
 from mixcache_tools.dataset import VOCAB_PATH, load_vocab
+from mixcache_tools.golden import write_golden
+from mixcache_tools.train_utils import build_from_checkpoint
 
 
 def write_json(path: str, obj) -> None:
@@ -80,6 +83,8 @@ def main(argv=None):
         "final_loss": round(sum(r["loss"] for r in log[-10:]) / max(1, len(log[-10:])), 5) if log else None,
         "exported_weights": args.weights,
     })
+    model, text = build_from_checkpoint(ck, args.weights)
+    write_golden(os.path.join(out, "golden.safetensors"), model, text, ck["tokens"], int(ck["max_text_tokens"]), st.save)
     print(f"exported {args.ckpt} ({state['samples']} samples, {state['wall_s']/3600:.2f} h) -> {out}")
 
 

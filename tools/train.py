@@ -123,9 +123,11 @@ def main(argv=None):
 
     def checkpoint():
         opt_sd = opt.state_dict()
-        for st in opt_sd["state"].values():
-            for k in ("exp_avg", "exp_avg_sq"):
-                st[k] = st[k].to(torch.bfloat16)
+        # state_dict() shares the live per-parameter dicts: build new ones, never convert in place
+        opt_sd["state"] = {
+            pid: {k: (v.to(torch.bfloat16) if k in ("exp_avg", "exp_avg_sq") else v.clone()) for k, v in st.items()}
+            for pid, st in opt_sd["state"].items()
+        }
         save_atomic({
             "config": cfg.to_json(), "tokens": tokens, "max_text_tokens": vocab["max_text_tokens"],
             "model": state_dict_all(model, text), "ema": state_dict_all(ema_model, ema_text),

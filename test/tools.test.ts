@@ -1,0 +1,44 @@
+/**
+ * Smoke test of the Python tools (skipped where PyTorch is not installed; .ci/run installs it):
+ * train a tiny config for a few iterations, resume it, export it, and load + sample the export
+ * with the TypeScript runtime, including its golden-file parity.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadModel } from "../src/models/load.ts";
+import { generate } from "../src/pipeline/pipeline.ts";
+
+const PY = "/usr/bin/python3";
+const hasTorch = existsSync(PY) && spawnSync(PY, ["-c", "import torch"], { encoding: "utf8" }).status === 0;
+
+function py(args: string[]) {
+  const r = spawnSync(PY, args, { encoding: "utf8", timeout: 120_000 });
+  assert.equal(r.status, 0, `${args.join(" ")} failed:\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
+
+test("tools: tiny training run, resume, export, load and sample in TypeScript", { skip: !hasTorch && "PyTorch not installed (apt-get install python3-torch)" }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mixcache-tools-"));
+  const ckpt = join(dir, "tiny.pt");
+  const out1 = py(["tools/train.py", "--config", "tiny", "--ckpt", ckpt, "--iters", "4", "--batch", "2", "--threads", "1"]);
+  assert.match(out1, /new run/);
+  const out2 = py(["tools/train.py", "--config", "tiny", "--ckpt", ckpt, "--iters", "2", "--batch", "2", "--threads", "1"]);
+  assert.match(out2, /resumed .* iter 4/);
+  const mdir = join(dir, "model");
+  py(["tools/export.py", "--ckpt", ckpt, "--out", mdir]);
+  const training = JSON.parse(readFileSync(join(mdir, "training.json"), "utf8"));
+  assert.equal(training.iterations, 6);
+  assert.equal(training.samples_seen, 12);
+  const model = await loadModel(mdir, { threads: 1 });
+  try {
+    const r = await generate({ model, prompt: "a small blue square moving up on a gray background", steps: 2 });
+    assert.equal(r.video.data.length, 3 * 8 * 32 * 32);
+    assert.ok(r.video.data.every(Number.isFinite));
+  } finally {
+    await model.release();
+  }
+});
