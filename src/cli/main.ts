@@ -6,6 +6,7 @@ import { MixCacheError } from "../errors.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
 import { cachesCommand } from "./caches.ts";
+import { calibrateCommand } from "./calibrate.ts";
 
 export interface Command {
   name: string;
@@ -13,7 +14,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand];
+const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, calibrateCommand];
 
 export function registerCommand(c: Command): void {
   COMMANDS.push(c);
