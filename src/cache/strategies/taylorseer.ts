@@ -1,0 +1,156 @@
+/**
+ * TaylorSeer (Liu et al., "From Reusing to Forecasting: Accelerating Diffusion Models with
+ * TaylorSeers", ICCV 2025, arXiv 2503.06923; Shenyi-Z/TaylorSeer cache_functions/cal_type.py and
+ * taylor_utils; diffusers hooks/taylorseer_cache.py).
+ *
+ * Granularity: module (sa, ca and ffn of every block, per CFG branch). Decision: a fixed schedule:
+ * the first `warmup` steps run in full, then a full step every N steps (full, N - 1 forecast steps,
+ * full, ...; Shenyi-Z cal_type: full when cache_counter == N - 1). Reuse: forecast. At a full step
+ * every module stores its output F_0 and the recursive divided differences over steps
+ * F_{k+1} = (F_k(new) - F_k(previous full)) / (steps between the two full steps), k < O; at a
+ * forecast step d steps after the last full step the module returns sum_k F_k d^k / k!.
+ *
+ * Memory: (O + 1) x 3 x L tensors per CFG branch (every factor of every module); that cost is the
+ * method's known weak point (peers.md 1.7) and is what report().peakBytes shows.
+ *
+ * Deviations:
+ * - Schedule: diffusers computes at steps with (i - disable_cache_before_step - 1) % interval == 0
+ *   after the warm-up, so with (5, 3) it forecasts step 3 and refreshes at 4, 9, 14; we follow the
+ *   original counter (refresh N steps after the last full step: 7, 12, 17 with warm-up 3).
+ * - Factors are held in float32 (diffusers defaults to bf16 factors; the original keeps the model
+ *   dtype). The forecast sum is accumulated in float64.
+ * - Our module seam returns the gated residual, so the forecast is of gate x output; the original
+ *   forecasts the module output and re-applies the current step's gate in the block.
+ * - `modules=attn` reproduces diffusers' default hooking (attention modules only: sa, ca).
+ */
+import type { StrategyDef } from "../registry.ts";
+import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import type { ModuleKind } from "../../models/wan/model.ts";
+
+/** The decision alone: is step `index` a full step, given the last full step (or -1)? */
+export function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
+  return index < warmup || lastFull < 0 || index - lastFull >= interval;
+}
+
+/**
+ * New Taylor factors from a fresh output: F_0 = out, F_{k+1} = (F_k - old F_k) / dt while the old
+ * factor exists and k < order (recursive divided differences, Shenyi-Z taylor_utils derivative_approximation).
+ */
+export function taylorUpdate(out: Float32Array, old: Float32Array[], dt: number, order: number): Float32Array[] {
+  const f: Float32Array[] = [out];
+  for (let k = 0; k < order && k < old.length && dt > 0; k++) {
+    const cur = f[k], prev = old[k];
+    const next = new Float32Array(cur.length);
+    for (let j = 0; j < cur.length; j++) next[j] = (cur[j] - prev[j]) / dt;
+    f.push(next);
+  }
+  return f;
+}
+
+/** Forecast sum_k F_k d^k / k! (accumulated in float64). */
+export function taylorPredict(factors: Float32Array[], d: number): Float32Array {
+  const n = factors[0].length;
+  const coef: number[] = [];
+  let c = 1;
+  for (let k = 0; k < factors.length; k++) {
+    if (k > 0) c *= d / k;
+    coef.push(c);
+  }
+  const out = new Float32Array(n);
+  for (let j = 0; j < n; j++) {
+    let s = 0;
+    for (let k = 0; k < factors.length; k++) s += coef[k] * factors[k][j];
+    out[j] = s;
+  }
+  return out;
+}
+
+export const taylorseer: StrategyDef = {
+  name: "taylorseer",
+  granularity: "module",
+  summary: "TaylorSeer: full compute every N steps storing each module's output and its finite-difference derivatives; in between, forecast every module output with a Taylor expansion of order O.",
+  source: "Liu et al., ICCV 2025, arXiv 2503.06923 (Shenyi-Z/TaylorSeer; diffusers TaylorSeerCacheConfig)",
+  knobs: [
+    { name: "interval", type: "int", default: 5, min: 1, max: 1000, doc: "N: a full step every N steps (N - 1 forecast steps in between). 1 = no caching.", source: "diffusers cache_interval 5; Shenyi-Z fresh_threshold 5 (Wan2.1, HunyuanVideo)" },
+    { name: "order", type: "int", default: 1, min: 0, max: 4, doc: "O: Taylor order (0 = plain reuse, 1 = linear forecast). Memory grows as O + 1 tensors per module.", source: "diffusers max_order 1; Shenyi-Z max_order 1" },
+    { name: "warmup", type: "int", default: 3, min: 0, max: 1000, doc: "Leading steps always computed (they also seed the derivative estimates).", source: "diffusers disable_cache_before_step 3 (Shenyi-Z first_enhance 1 on Wan)" },
+    { name: "modules", type: "enum", default: "all", values: ["all", "attn"], doc: "Which modules are forecast: all = sa, ca, ffn (original TaylorSeer); attn = sa, ca only (diffusers' default identifiers); the rest always run.", source: "Shenyi-Z TaylorSeer-Wan2.1; diffusers _TRANSFORMER_BLOCK_IDENTIFIERS" },
+  ],
+  exact: { interval: 1 },
+  build(config) {
+    const N = config.interval as number;
+    const O = config.order as number;
+    const warmup = config.warmup as number;
+    const onlyAttn = config.modules === "attn";
+    const hooked = (k: ModuleKind) => !onlyAttn || k !== "ffn";
+    let tag = `taylorseer-N${N}-O${O}`;
+    if (warmup !== 3) tag += `-W${warmup}`;
+    if (onlyAttn) tag += "-attn";
+    return {
+      name: "taylorseer", granularity: "module", config, tag,
+      attach() {
+        const store = new CacheStore();
+        // per branch: the step's decision (made once per step), the last full step, counters
+        const st = perBranch(() => ({ step: -1, full: true, lastFull: -1, computed: 0, reused: 0, reusedTotal: 0, fullSteps: 0 }));
+        /** module -> last full step it stored factors at, and how many factors */
+        const meta = new Map<string, { at: number; orders: number }>();
+        const trace: TraceRow[] = [];
+        const decide = (branch: "cond" | "uncond", index: number) => {
+          const s = st[branch];
+          if (s.step !== index) {
+            s.step = index;
+            s.full = N <= 1 || taylorIsFull(N, warmup, index, s.lastFull);
+            if (s.full) {
+              s.lastFull = index;
+              s.fullSteps++;
+            }
+          }
+          return s;
+        };
+        return {
+          hooks: {
+            beginStep() {
+              for (const s of Object.values(st)) s.computed = s.reused = 0;
+            },
+            async module(ctx, block, kind, h, compute) {
+              const s = decide(ctx.branch, ctx.step.index);
+              const key = `${ctx.branch}.${block}.${kind}`;
+              const m = meta.get(key);
+              if (!s.full && hooked(kind) && m) {
+                const factors: Float32Array[] = [];
+                for (let k = 0; k < m.orders; k++) factors.push(store.get(`${key}.F${k}`)!);
+                s.reused++;
+                s.reusedTotal++;
+                return taylorPredict(factors, ctx.step.index - m.at);
+              }
+              const out = await compute(h);
+              s.computed++;
+              if (N > 1 && hooked(kind)) {
+                const old: Float32Array[] = [];
+                if (m) for (let k = 0; k < m.orders; k++) old.push(store.get(`${key}.F${k}`)!);
+                const dt = m ? ctx.step.index - m.at : 0;
+                const f = taylorUpdate(out, old, dt, O);
+                for (let k = 0; k < f.length; k++) store.set(`${key}.F${k}`, f[k]);
+                meta.set(key, { at: ctx.step.index, orders: f.length });
+              }
+              return out;
+            },
+            endStep(step) {
+              const c = st.cond, u = st.uncond;
+              trace.push({
+                step: step.index, timestep: step.timestep, action: c.reused === 0 ? "full" : "taylor",
+                reusedCond: c.reused, reusedUncond: u.reused, computedCond: c.computed, computedUncond: u.computed,
+                sinceFull: step.index - c.lastFull,
+              });
+            },
+          },
+          report: () => ({
+            name: "taylorseer", tag, config, peakBytes: store.peak, trace,
+            counters: { reusedModulesCond: st.cond.reusedTotal, reusedModulesUncond: st.uncond.reusedTotal, fullStepsCond: st.cond.fullSteps, fullStepsUncond: st.uncond.fullSteps },
+            warnings: [],
+          }),
+        };
+      },
+    };
+  },
+};
