@@ -12,6 +12,14 @@ export interface BackendOptions {
   device?: Device;
   /** Intra-op threads per session (default: all cores, up to 8). */
   threads?: number;
+  /** Let idle pool threads spin (default false: with one session per module, spinning pools of
+   * idle sessions steal the cores from the running one; measured 3-5x slower steps). */
+  spinning?: boolean;
+  /** Per-session CPU memory arena (default false: with one session per module, 4 x num_layers
+   * arenas each keep their peak activations, which dominated memory on large configs). */
+  arena?: boolean;
+  /** Pre-pack MatMul weights (default true; false saves the packed copy's memory). */
+  prepack?: boolean;
 }
 
 export interface Feed {
@@ -36,8 +44,15 @@ export class StageSession {
         executionMode: "sequential",
         intraOpNumThreads: opts.threads ?? defaultThreads(),
         interOpNumThreads: 1,
-        enableCpuMemArena: true,
+        enableCpuMemArena: opts.arena ?? false,
         enableMemPattern: true,
+        extra: {
+          session: {
+            intra_op: { allow_spinning: opts.spinning ? "1" : "0" },
+            inter_op: { allow_spinning: "0" },
+            disable_prepacking: opts.prepack === false ? "1" : "0",
+          },
+        },
       });
       return new StageSession(name, session);
     } catch (e) {

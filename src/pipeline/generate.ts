@@ -95,7 +95,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
   if (x.length !== n) throw new ConfigError(`initial latent has ${x.length} values, expected ${n}`);
 
   const run: RunInfo = {
-    steps: o.steps, cfg, numBlocks: c.num_layers, latentSize: n, hiddenSize: g.L * model.dim,
+    steps: o.steps, shape, cfg, numBlocks: c.num_layers, latentSize: n, hiddenSize: g.L * model.dim,
     timesteps: sampler.timesteps, sigmas: sampler.sigmas,
   };
   hooks.beginRun?.(run);

@@ -10,11 +10,14 @@
  *   block:   sa -> ca -> ffn (each module returns its residual; the block adds it)
  */
 import type { ModuleKind, TimeOut } from "../models/wan/model.ts";
+import type { LatentShape } from "./generate.ts";
 
 export type Branch = "cond" | "uncond";
 
 export interface RunInfo {
   steps: number;
+  /** Latent shape [C, F, H, W] (frequency-domain caches need it). */
+  shape: LatentShape;
   cfg: boolean;
   numBlocks: number;
   /** Elements in a latent / a hidden state (tokens x width). */

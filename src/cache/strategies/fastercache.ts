@@ -16,12 +16,11 @@
  *     Reuse: at the last step where both branches ran, Delta = v_uncond - v_cond is transformed with a
  *     2-D FFT over (H, W) per channel and frame, and split into a low band (a disc of radius
  *     min(H, W) // 5 around the centred spectrum) and the high band. On a skipped step
- *     v_uncond = v_cond + IFFT(s_low * Delta_low + s_high * Delta_high): the paper's Eq. 9-10 (as
- *     cited by diffusers) with the
- *     cond bands added back, IFFT(FFT(v_cond)) = v_cond. Each skipped step multiplies s_low by
- *     alpha_low (1.1) when t is in the low window (99, 901) and s_high by alpha_high (1.1) in
- *     (-1, 301); the factors compound over consecutive skips, as diffusers and the original code
- *     scale the stored delta in place; a full uncond step resets them to 1.
+ *     v_uncond = v_cond + IFFT(s_low * Delta_low + s_high * Delta_high), the paper's Eq. 9-10 (as
+ *     cited by diffusers) with the cond bands summed back: IFFT(FFT(v_cond)) = v_cond. Each skipped
+ *     step multiplies s_low by alpha_low (1.1) when t is in the low window (99, 901) and s_high by
+ *     alpha_high (1.1) in (-1, 301); the factors compound over consecutive skips, as diffusers
+ *     scales its stored delta in place; a full uncond step resets them to 1.
  *
  * Memory: two sa outputs per block per branch, plus one complex spectrum of the delta (2 latents).
  *
@@ -36,9 +35,7 @@
  * - The low and high deltas are held as one spectrum plus two scalar factors (identical values,
  *   half the memory of two masked spectra).
  * - Our module seam returns the gated residual, so the extrapolation is of gate x attention.
- * - The FFT needs the latent's (C, F, H, W). The loop's RunInfo carries only its size; when it also
- *   carries `shape` that is used, else the shape is inferred (Wan patch 1x2x2, square frames) and a
- *   warning is reported; if that fails the whole latent is treated as one 1 x n row.
+ * - The FFT runs per channel and frame over (H, W) of the latent shape the loop passes in RunInfo.
  */
 import type { StrategyDef } from "../registry.ts";
 import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
@@ -140,25 +137,6 @@ export function splitBands(x: Float32Array, dims: LatentDims): { low: { re: Floa
   return { low, high };
 }
 
-/**
- * Latent shape when the loop does not pass one: Wan's patch is 1 x 2 x 2, so the hidden state has
- * L = F (H/2) (W/2) tokens of width D = |temb| and C = n / (4 L); frames are taken square (the
- * smallest F with F H W = n / C and H = W even). null when that does not fit.
- */
-export function inferDims(latentSize: number, hiddenSize: number, dim: number): LatentDims | null {
-  const L = hiddenSize / dim;
-  if (!Number.isInteger(L) || L <= 0) return null;
-  const C = latentSize / (4 * L);
-  if (!Number.isInteger(C) || C <= 0) return null;
-  const P = latentSize / C;
-  for (let F = 1; F <= P; F++) {
-    if (P % F) continue;
-    const s = Math.round(Math.sqrt(P / F));
-    if (s * s === P / F && s % 2 === 0) return { channels: C, frames: F, height: s, width: s };
-  }
-  return null;
-}
-
 const DEFAULTS = {
   attn_range: 2, attn_t_lo: -1, attn_t_hi: 681, weight: 0.5,
   uncond_range: 5, uncond_t_lo: -1, uncond_t_hi: 641,
@@ -214,32 +192,20 @@ export const fastercache: StrategyDef = {
       attach() {
         const store = new CacheStore();
         const warnings: string[] = [];
-        let run: (RunInfo & { shape?: LatentDims }) | null = null;
         let dims: LatentDims | null = null;
         const st = perBranch(() => ({ lastAt: new Map<number, number>(), computed: 0, approx: 0, approxTotal: 0 }));
         const cfg = { has: false, sLow: 1, sHigh: 1, skipped: 0, action: "none" as string };
         const trace: TraceRow[] = [];
 
-        const resolveDims = (ctx: BranchCtx): LatentDims => {
-          if (dims) return dims;
-          const n = ctx.latent.length;
-          const given = run?.shape;
-          if (given && given.channels * given.frames * given.height * given.width === n) dims = given;
-          else {
-            dims = run ? inferDims(n, run.hiddenSize, ctx.time.temb.length) : null;
-            if (dims) warnings.push(`latent shape not passed by the loop; inferred ${dims.channels}x${dims.frames}x${dims.height}x${dims.width} for the CFG-Cache FFT`);
-            else {
-              dims = { channels: 1, frames: 1, height: 1, width: n };
-              warnings.push("latent shape unknown: the CFG-Cache frequency split runs over the flattened latent (one 1 x n row)");
-            }
-          }
+        const resolveDims = (): LatentDims => {
+          if (!dims) throw new Error("fastercache: beginRun was not called");
           return dims;
         };
 
         return {
           hooks: {
             beginRun(r) {
-              run = r as RunInfo & { shape?: LatentDims };
+              dims = r.shape;
             },
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.approx = 0;
@@ -279,12 +245,12 @@ export const fastercache: StrategyDef = {
                 if (c.high_t_lo < timestep && timestep < c.high_t_hi) cfg.sHigh *= c.alpha_high;
                 cfg.skipped++;
                 cfg.action = "cfg-cache";
-                return addBands(vc, store.get("cfg.re")!, store.get("cfg.im")!, resolveDims(ctx), cfg.sLow, cfg.sHigh);
+                return addBands(vc, store.get("cfg.re")!, store.get("cfg.im")!, resolveDims(), cfg.sLow, cfg.sHigh);
               }
               const vu = await compute();
               cfg.action = "full";
               if (vc && c.uncond_range > 1) {
-                const spec = deltaSpectrum(vu, vc, resolveDims(ctx));
+                const spec = deltaSpectrum(vu, vc, resolveDims());
                 store.set("cfg.re", spec.re);
                 store.set("cfg.im", spec.im);
                 cfg.has = true;

@@ -78,6 +78,7 @@ export class WanModel {
     let done = 0;
     const mk = async (g: ReturnType<typeof buildTimeGraph>) => {
       const s = await StageSession.create(g.name, g.toModel(), opts);
+      (globalThis as { gc?: () => void }).gc?.();
       onProgress?.(++done, total);
       return s;
     };
