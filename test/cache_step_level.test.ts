@@ -29,7 +29,7 @@ function ctx(index: number, count: number, branch: Branch, numBlocks = 4, latent
 }
 
 function runInfo(steps: number, numBlocks = 4): RunInfo {
-  return { steps, shape: { channels: 1, frames: 1, height: 1, width: X }, cfg: true, numBlocks, latentSize: X, hiddenSize: H, timesteps: new Float64Array(steps), sigmas: new Float64Array(steps + 1) };
+  return { steps, macs: { time: 0, patch: 0, text: 0, kv: 0, sa: 1, ca: 1, ffn: 1, head: 0 }, shape: { channels: 1, frames: 1, height: 1, width: X }, cfg: true, numBlocks, latentSize: X, hiddenSize: H, timesteps: new Float64Array(steps), sigmas: new Float64Array(steps + 1) };
 }
 
 /** Fake transformer body: block b at the current step adds delta(step, b, branch) to every element. */

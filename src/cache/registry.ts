@@ -9,6 +9,7 @@ import { fewerSteps } from "./strategies/fewer-steps.ts";
 import { teacache } from "./strategies/teacache.ts";
 import { STEP_LEVEL } from "./strategies/step-level.ts";
 import { MODULE_LEVEL } from "./strategies/module-level.ts";
+import { mixcache, mixcachePlus } from "./strategies/mixcache.ts";
 
 export interface StrategyDef {
   name: string;
@@ -27,7 +28,7 @@ export interface StrategyEnv {
   profilesDir?: string;
 }
 
-export const STRATEGIES: StrategyDef[] = [none, fewerSteps, teacache, ...STEP_LEVEL, ...MODULE_LEVEL];
+export const STRATEGIES: StrategyDef[] = [none, fewerSteps, teacache, ...STEP_LEVEL, ...MODULE_LEVEL, mixcache, mixcachePlus];
 
 export function strategyNames(): string[] {
   return STRATEGIES.map((s) => s.name);

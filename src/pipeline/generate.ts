@@ -96,7 +96,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
 
   const run: RunInfo = {
     steps: o.steps, shape, cfg, numBlocks: c.num_layers, latentSize: n, hiddenSize: g.L * model.dim,
-    timesteps: sampler.timesteps, sigmas: sampler.sigmas,
+    timesteps: sampler.timesteps, sigmas: sampler.sigmas, macs,
   };
   hooks.beginRun?.(run);
 

@@ -11,6 +11,7 @@
  */
 import type { ModuleKind, TimeOut } from "../models/wan/model.ts";
 import type { LatentShape } from "./generate.ts";
+import type { StageMacs } from "../models/wan/macs.ts";
 
 export type Branch = "cond" | "uncond";
 
@@ -25,6 +26,8 @@ export interface RunInfo {
   hiddenSize: number;
   timesteps: Float64Array;
   sigmas: Float64Array;
+  /** Analytic MACs per stage call (cond branch), for strategies that plan compute. */
+  macs: StageMacs;
 }
 
 export interface StepInfo {

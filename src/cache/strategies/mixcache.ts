@@ -1,0 +1,328 @@
+/**
+ * MixCache (Wei et al., arXiv 2508.12691): mixture-of-cache across three granularities, chosen per
+ * step. Our implementation of the team's working spec (shared design/mixcache.md; README
+ * "MixCache" section for what we changed and why). Decision logic: mixcache-decision.ts.
+ *
+ * Granularities and what each reuses (per CFG branch unless noted):
+ *   step   skip every block of both branches; h_L = h_0 + R, R = body residual of the last full step
+ *   cfg    skip the whole uncond branch; v_u = v_c + G, G = v_u - v_c of the last full step (global)
+ *   block  skip blocks [Fn, L - Bn); h_{L-Bn} = h_Fn + M, M = middle residual of the last full step
+ * Reuse is order 0 (the paper) or, for MixCache+, first-order extrapolation
+ * X + a (X - X_prev) gap / prevGap (ScalingCache / TaylorSeer-style, our improvement).
+ *
+ * Signals D (online): rel-L1 change of R, G and M between the last two full steps, as a per-step
+ * rate (divided by the gap between those full steps) times the age of the cache. Block caching
+ * also probes for free: the first Fn blocks run anyway, and rel(h_Fn(t), h_Fn(last full)) can
+ * veto the block reuse. Impact factors I_t come from cache_profiles/mixcache.json
+ * (`mixcache calibrate mixcache`, Gaussian-perturbation analysis); without one, I = 1 (warning).
+ */
+import type { StrategyDef } from "../registry.ts";
+import { CacheStore, perBranch, type CacheStrategy, type TraceRow } from "../strategy.ts";
+import { fmt, type KnobValue } from "../knobs.ts";
+import { readProfile, type ProfileMeta } from "../profiles.ts";
+import { add, axpy, relL1, sub } from "../../tensor/ops.ts";
+import type { Branch, RunInfo } from "../../pipeline/hooks.ts";
+import { ConfigError } from "../../errors.ts";
+import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
+
+export interface MixCacheProfile {
+  meta: ProfileMeta & { eps: number; grid: number[] };
+  /** Impact factors per granularity and step (normalised: median over (t, psi) = 1). */
+  impact: Record<Gran, number[]>;
+  /** Per-step change rates of the uncached run (rel-L1 between consecutive steps), for planning. */
+  rates: Record<Gran, number[]>;
+  /** rel-L1 change of the combined velocity between consecutive steps of the uncached run. */
+  outputChange: number[];
+}
+
+/** Budget per preset (accumulated D x I allowed between full steps), measured on the reference model. */
+export const PRESETS: Record<string, number> = { slow: 0.3, medium: 0.8, fast: 2.0 };
+
+const KNOBS = (order: number) => [
+  { name: "preset", type: "enum", default: "medium", values: Object.keys(PRESETS), doc: `Error budget preset: ${Object.entries(PRESETS).map(([k, v]) => `${k}=${v}`).join(", ")}.` },
+  { name: "budget", type: "number", default: -1, min: -1, max: 1000, doc: "Accumulated error budget E between full steps (-1 = from the preset; 0 = never cache)." },
+  { name: "target_speedup", type: "number", default: 0, min: 0, max: 20, doc: "If > 0, choose the budget per generation so executed compute lands at 1/S of the uncached compute (overrides preset/budget)." },
+  { name: "order", type: "int", default: order, min: 0, max: 1, doc: "Reuse order: 0 = plain reuse (paper), 1 = first-order extrapolation (MixCache+)." },
+  { name: "extrapolation", type: "number", default: 0.5, min: 0, max: 1, doc: "Weight a of the first-order term (order 1)." },
+  { name: "fn", type: "int", default: 1, min: 0, max: 1000, doc: "Front blocks always computed under block caching (also the probe)." },
+  { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "Back blocks always computed under block caching." },
+  { name: "penalty", type: "number", default: 5, min: 1, max: 1000, doc: "Multiplier on choosing the same granularity twice in a row (1 = off).", source: "MixCache summary: 5x" },
+  { name: "trigger", type: "bool", default: true, doc: "Context-aware trigger (false: caching may start right after warm-up)." },
+  { name: "trigger_tau", type: "number", default: 0.15, min: 0, max: 100, doc: "Trigger: output change between consecutive full steps must stay below this..." },
+  { name: "trigger_patience", type: "int", default: 2, min: 1, max: 1000, doc: "...for this many consecutive full steps." },
+  { name: "warmup", type: "number", default: 0.1, min: 0, max: 1, doc: "Minimum fraction of steps computed before caching may start." },
+  { name: "tail", type: "int", default: 1, min: 0, max: 1000, doc: "Last steps always computed." },
+  { name: "impact", type: "bool", default: true, doc: "Use the calibrated impact factors I (false: I = 1)." },
+  { name: "only", type: "enum", default: "all", values: ["all", ...GRANULARITIES], doc: "Restrict to one granularity (ablation)." },
+  { name: "adaptive", type: "bool", default: true, doc: "Adaptive interval (false: fixed max_interval)." },
+  { name: "max_interval", type: "int", default: 3, min: 1, max: 1000, doc: "Initial maximum run of consecutive cached steps." },
+  { name: "interval_cap", type: "int", default: 6, min: 1, max: 1000, doc: "Upper bound of the adaptive interval." },
+  { name: "delta1", type: "number", default: 0.05, min: 0, max: 100, doc: "Deviation below which the interval grows by 1." },
+  { name: "delta2", type: "number", default: 0.2, min: 0, max: 100, doc: "Deviation above which the interval halves." },
+  { name: "probe", type: "bool", default: true, doc: "Veto block reuse when the front-block probe says the middle changed more than D predicted." },
+] as const;
+
+function tagOf(name: string, c: Record<string, KnobValue>, budget: number): string {
+  let t = c.order === 1 ? "mixcache+" : "mixcache";
+  t += (c.target_speedup as number) > 0 ? `-x${fmt(c.target_speedup)}` : c.budget === -1 ? `-${c.preset}` : `-b${fmt(budget)}`;
+  t += `-F${c.fn}B${c.bn}`;
+  if (c.order === 1 && c.extrapolation !== 0.5) t += `-a${fmt(c.extrapolation)}`;
+  const abl: string[] = [];
+  if (!c.trigger) abl.push("notrig");
+  if (!c.impact) abl.push("noI");
+  if (c.only !== "all") abl.push(`only${c.only}`);
+  if (c.penalty === 1) abl.push("nopen");
+  else if (c.penalty !== 5) abl.push(`pen${fmt(c.penalty)}`);
+  if (!c.adaptive) abl.push(`fixed${c.max_interval}`);
+  if (!c.probe) abl.push("noprobe");
+  if (abl.length) t += "-" + abl.join("-");
+  void name;
+  return t;
+}
+
+/** Nearest-neighbour resample of a per-step curve to `n` steps. */
+export function resample(curve: readonly number[], n: number): number[] {
+  if (curve.length === n) return [...curve];
+  return Array.from({ length: n }, (_, i) => curve[Math.min(curve.length - 1, Math.round((i * (curve.length - 1)) / Math.max(1, n - 1)))]);
+}
+
+interface BranchCache {
+  R?: Float32Array;
+  Rprev?: Float32Array;
+  M?: Float32Array;
+  Mprev?: Float32Array;
+  probe?: Float32Array; // h_Fn at the last full step
+  // values computed during the current full step, committed at endStep
+  newR?: Float32Array;
+  newM?: Float32Array;
+  newProbe?: Float32Array;
+}
+
+function build(name: string, config: Record<string, KnobValue>, profilesDir?: string): CacheStrategy {
+  const c = config;
+  const budget = c.budget === -1 ? PRESETS[c.preset as string] : (c.budget as number);
+  const profile = readProfile<MixCacheProfile>(profilesDir, "mixcache");
+  const tag = tagOf(name, c, budget);
+  const order = c.order as number;
+  const a = c.extrapolation as number;
+  const allowed: readonly Gran[] = c.only === "all" ? GRANULARITIES : [c.only as Gran];
+  return {
+    name, granularity: "hybrid", config, tag,
+    attach() {
+      const store = new CacheStore();
+      const warnings: string[] = [];
+      if (!profile && c.impact) warnings.push("no MixCache calibration profile for this model: impact factors I = 1 (quality is lower; run `mixcache calibrate mixcache`)");
+      const trace: TraceRow[] = [];
+      const br = perBranch<BranchCache>(() => ({}));
+      let run: RunInfo;
+      let Fn = 0, Bn = 0, L = 0;
+      let I: Record<Gran, number[]> = { step: [], cfg: [], block: [] };
+      let trigger = new Trigger({ minWarmup: 1, tau: c.trigger_tau as number, patience: c.trigger_patience as number });
+      let cost: Record<Action, number> = { full: 1, step: 1, cfg: 1, block: 1 };
+      const sched = new Scheduler({
+        budget, maxInterval: c.max_interval as number, intervalCap: c.interval_cap as number,
+        delta1: c.delta1 as number, delta2: c.delta2 as number, adaptiveInterval: c.adaptive as boolean,
+      });
+      // global caches and bookkeeping
+      let lastFull = -1, prevFull = -1;
+      let rates: Partial<Record<Gran, number>> = {};
+      let lastCached: Gran | null = null;
+      let lastUsed: Gran | null = null; // granularity used since the last full step (for the interval)
+      let action: Action = "full";
+      let P = 0;
+      let D: Partial<Record<Gran, number>> = {};
+      let Pall: Partial<Record<Gran, number>> = {};
+      let warmupSteps = 1;
+      // target speedup: the budget is scaled online so executed compute tracks the target
+      const target = c.target_speedup as number;
+      let budgetNow = budget;
+      let spent = 0;
+      const counters = { full: 0, step: 0, cfg: 0, block: 0, probeVetoes: 0 };
+      let vetoed = false;
+
+      const extrap = (x: Float32Array, prev: Float32Array | undefined, index: number): Float32Array => {
+        if (order === 0 || !prev || prevFull < 0) return x;
+        const k = (a * (index - lastFull)) / Math.max(1, lastFull - prevFull);
+        return axpy(x, k, sub(x, prev));
+      };
+
+      return {
+        hooks: {
+          beginRun(r) {
+            run = r;
+            L = r.numBlocks;
+            Fn = c.fn as number;
+            Bn = c.bn as number;
+            if (Fn + Bn >= L && allowed.includes("block") && c.only === "block")
+              throw new ConfigError(`mixcache: fn + bn = ${Fn + Bn} leaves no middle block in a ${L}-block model`, `choose fn + bn < ${L}`);
+            warmupSteps = Math.max(1, Math.ceil((c.warmup as number) * r.steps));
+            trigger = new Trigger({ minWarmup: warmupSteps, tau: c.trigger_tau as number, patience: c.trigger_patience as number });
+            cost = actionCosts(r.macs, L, Fn, Bn, r.cfg);
+            const one = new Array(r.steps).fill(1);
+            I = profile && c.impact
+              ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
+              : { step: one, cfg: one, block: one };
+          },
+          beginStep(step) {
+            const i = step.index;
+            action = "full";
+            P = 0;
+            D = {};
+            Pall = {};
+            let intervalLimit = sched.maxInterval;
+            let affordFull = false;
+            if (target > 0) {
+              // target speedup: remaining compute allowance per remaining step, in full-step units.
+              // Ahead of plan (every remaining step can be full) -> compute; behind -> raise the
+              // budget exponentially and let runs of cached steps reach interval_cap.
+              const allowance = (step.count / target - spent) / Math.max(1, step.count - i);
+              affordFull = allowance >= 1;
+              budgetNow = Math.max(0, budget) * Math.pow(2, 8 * (1 / target - allowance));
+              if (allowance < 1 / target) intervalLimit = c.interval_cap as number;
+            }
+            const inTail = i >= step.count - (c.tail as number);
+            const enabled = budgetNow > 0 && !affordFull && lastFull >= 0 && !inTail && (c.trigger ? trigger.fired : i >= warmupSteps);
+            if (enabled) {
+              const age = i - lastFull;
+              const haveCfg = run.cfg && store.has("G");
+              if (rates.step !== undefined && br.cond.R) D.step = rates.step * age;
+              if (haveCfg && rates.cfg !== undefined) D.cfg = rates.cfg * age;
+              if (rates.block !== undefined && br.cond.M && Fn + Bn < L) D.block = rates.block * age;
+              const choice = chooseGranularity({ D, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, lastCached, penalty: c.penalty as number, allowed });
+              Pall = choice.P;
+              if (choice.gran && sched.admits(choice.P[choice.gran]!, budgetNow, intervalLimit)) {
+                action = choice.gran;
+                P = choice.P[choice.gran]!;
+              }
+            }
+            vetoed = false;
+          },
+          async branch(ctx, compute) {
+            if (action === "cfg" && ctx.branch === "uncond") {
+              const G = store.get("G")!;
+              return add(ctx.condVelocity!, extrap(G, store.get("Gprev"), ctx.step.index));
+            }
+            return compute();
+          },
+          async body(ctx, h0, runBlocks) {
+            const b = br[ctx.branch];
+            const i = ctx.step.index;
+            if (action === "step") return add(h0, extrap(b.R!, b.Rprev, i));
+            const hF = await runBlocks(0, Fn, h0);
+            if (action === "block" && c.probe && Fn > 0 && b.probe && ctx.branch === "cond") {
+              // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
+              // for the middle, this becomes a full step (both branches) that refreshes every cache
+              const probe = relL1(hF, b.probe);
+              const pBlock = Math.max(D.block ?? 0, probe) * I.block[i] * (lastCached === "block" ? (c.penalty as number) : 1);
+              if (!sched.admits(pBlock, budgetNow, Infinity)) {
+                action = "full";
+                vetoed = true;
+                counters.probeVetoes++;
+              }
+            }
+            if (action === "block") return runBlocks(L - Bn, L, add(hF, extrap(b.M!, b.Mprev, i)));
+            const hB = await runBlocks(Fn, L - Bn, hF);
+            const hL = await runBlocks(L - Bn, L, hB);
+            if (action === "full") {
+              // keep what every cache needs; committed in endStep
+              b.newR = sub(hL, h0);
+              b.newM = sub(hB, hF);
+              b.newProbe = hF;
+            }
+            return hL; // cond branch of a cfg step, or a full step
+          },
+          endStep(step, out) {
+            const i = step.index;
+            let dev: number | null = null;
+            const row: TraceRow = {
+              step: i, timestep: step.timestep, action, triggered: c.trigger ? trigger.fired : i >= warmupSteps,
+              D: { ...D }, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, P: { ...Pall }, E: sched.E, interval: sched.maxInterval,
+              budget: budgetNow, vetoed,
+            };
+            if (action === "step" || action === "cfg" || action === "block") {
+              sched.commitCached(P);
+              lastCached = action;
+              lastUsed = action;
+              counters[action]++;
+              spent += cost[action];
+            } else {
+              counters.full++;
+              spent += 1;
+              // refresh every cache; rates = rel change between the last two full steps per step
+              const gap = lastFull >= 0 ? i - lastFull : 1;
+              const newG = out.uncond ? sub(out.uncond, out.cond) : null;
+              const rel2 = (k: "R" | "M") => {
+                let s = 0, n = 0;
+                for (const b of ["cond", "uncond"] as Branch[]) {
+                  const x = br[b];
+                  const nw = k === "R" ? x.newR : x.newM;
+                  const old = k === "R" ? x.R : x.M;
+                  if (nw && old) { s += relL1(nw, old); n++; }
+                }
+                return n ? s / n : undefined;
+              };
+              const rR = rel2("R"), rM = rel2("M");
+              const oldG = store.get("G");
+              const rG = newG && oldG ? relL1(newG, oldG) : undefined;
+              // deviation of the last used cache's prediction from the fresh value (adaptive interval)
+              if (lastUsed) {
+                if (lastUsed === "cfg" && newG && oldG) dev = relL1(extrap(oldG, store.get("Gprev"), i), newG);
+                else if (lastUsed === "step" && br.cond.R && br.cond.newR) dev = relL1(extrap(br.cond.R, br.cond.Rprev, i), br.cond.newR);
+                else if (lastUsed === "block" && br.cond.M && br.cond.newM) dev = relL1(extrap(br.cond.M, br.cond.Mprev, i), br.cond.newM);
+              }
+              if (rR !== undefined) rates.step = rR / gap;
+              if (rG !== undefined) rates.cfg = rG / gap;
+              if (rM !== undefined) rates.block = rM / gap;
+              for (const b of ["cond", "uncond"] as Branch[]) {
+                const x = br[b];
+                if (!x.newR) continue;
+                if (order === 1 && x.R) { x.Rprev = x.R; x.Mprev = x.M; store.set(`Rprev.${b}`, x.R); store.set(`Mprev.${b}`, x.M!); }
+                x.R = x.newR; x.M = x.newM; x.probe = x.newProbe;
+                store.set(`R.${b}`, x.R); store.set(`M.${b}`, x.M!); store.set(`probe.${b}`, x.probe!);
+                x.newR = x.newM = x.newProbe = undefined;
+              }
+              if (newG) {
+                if (order === 1 && oldG) store.set("Gprev", oldG);
+                store.set("G", newG);
+              }
+              // trigger on the output change between consecutive full steps
+              const prevV = store.get("v");
+              const change = prevV && lastFull === i - 1 ? relL1(out.velocity, prevV) : NaN;
+              if (prevV || i === 0) trigger.observe(i, change);
+              store.set("v", out.velocity);
+              prevFull = lastFull;
+              lastFull = i;
+              sched.commitFull(dev);
+              lastCached = null;
+              lastUsed = null;
+              row.dev = dev;
+              row.outputChange = change;
+            }
+            trace.push(row);
+          },
+        },
+        report: () => ({ name, tag, config, peakBytes: store.peak, trace, counters: { ...counters, triggeredAt: trigger.firedAt }, warnings }),
+      };
+    },
+  };
+}
+
+export const mixcache: StrategyDef = {
+  name: "mixcache",
+  granularity: "hybrid",
+  summary: "MixCache: a context-aware trigger, then per step the cheapest of step / CFG / block caching by D x I with a repeat penalty, under an accumulated error budget and an adaptive interval.",
+  source: "Wei et al., arXiv 2508.12691 (MixCache); our spec shared design/mixcache.md",
+  knobs: KNOBS(0) as unknown as StrategyDef["knobs"],
+  exact: { budget: 0 },
+  build: (config, env) => build("mixcache", config, env?.profilesDir),
+};
+
+export const mixcachePlus: StrategyDef = {
+  name: "mixcache-plus",
+  granularity: "hybrid",
+  summary: "MixCache+ : MixCache with first-order extrapolated reuse of every cache (our improvement).",
+  source: "MixCache (arXiv 2508.12691) + first-order reuse as in ScalingCache / TaylorSeer",
+  knobs: KNOBS(1) as unknown as StrategyDef["knobs"],
+  exact: { budget: 0 },
+  build: (config, env) => build("mixcache-plus", config, env?.profilesDir),
+};
