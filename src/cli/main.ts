@@ -7,6 +7,7 @@ import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
 import { cachesCommand } from "./caches.ts";
 import { calibrateCommand } from "./calibrate.ts";
+import { benchCommand } from "./bench.ts";
 
 export interface Command {
   name: string;
@@ -14,7 +15,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, calibrateCommand];
+const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, calibrateCommand, benchCommand];
 
 export function registerCommand(c: Command): void {
   COMMANDS.push(c);

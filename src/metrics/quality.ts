@@ -294,8 +294,9 @@ export function compareClips(reference: ClipData, output: ClipData): QualityRepo
   const fm = frameMse(reference, output);
   const mse = fm.reduce((s, x) => s + x, 0) / fm.length;
   const perFrame = fm.map((m) => capPsnr(psnrFromMse(m)));
-  const lum = ssim(reference, output, { channels: "luma" });
   const rgb = ssim(reference, output, { channels: "rgb" });
+  // luma needs RGB (or one channel); other channel counts (latents) fall back to the channel mean
+  const lum = reference.channels === 3 || reference.channels === 1 ? ssim(reference, output, { channels: "luma" }) : rgb;
   const mad = maxAbsDiff(reference, output);
   return {
     psnrFrame: perFrame.reduce((s, x) => s + x, 0) / perFrame.length,

@@ -14,6 +14,7 @@ import { writeProfile, type ProfileMeta } from "../profiles.ts";
 import type { CalibrationSettings } from "./record.ts";
 import { calibrateTeaCache, summarizeTeaCache, type TeaCacheProxy, type TeaCacheTarget } from "./teacache.ts";
 import { calibrateMagCache, summarizeMagCache } from "./magcache.ts";
+import { calibrateMixCache, summarizeMixCache } from "./mixcache.ts";
 
 export type { CalibrationSettings } from "./record.ts";
 
@@ -62,9 +63,27 @@ const magcacheCalibrator: Calibrator = {
   },
 };
 
+const mixcacheCalibrator: Calibrator = {
+  name: "mixcache",
+  summary: "impact factors I_t(psi) for step / cfg / block caching by Gaussian perturbation, plus per-step change rates",
+  source: "MixCache (arXiv 2508.12691) accuracy-impact analysis; our spec shared design/mixcache.md section 4",
+  defaultPrompts: 2,
+  options: [
+    { name: "grid", type: "int", default: 10, min: 2, max: 1000, doc: "steps perturbed (evenly spread, first and last included)" },
+    { name: "eps", type: "number", default: 0.05, min: 1e-6, max: 10, doc: "relative noise magnitude" },
+    { name: "fn", type: "int", default: 1, min: 0, max: 1000, doc: "front compute blocks of the block granularity (match the strategy)" },
+    { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "back compute blocks of the block granularity (match the strategy)" },
+  ],
+  async run(model, settings, opts) {
+    const profile = await calibrateMixCache(model, { ...settings, grid: opts.grid as number, eps: opts.eps as number, fn: opts.fn as number, bn: opts.bn as number });
+    return { profile, summary: summarizeMixCache(profile) };
+  },
+};
+
 export const CALIBRATORS: Record<string, Calibrator> = {
   teacache: teacacheCalibrator,
   magcache: magcacheCalibrator,
+  mixcache: mixcacheCalibrator,
 };
 
 export function calibratorNames(): string[] {

@@ -49,25 +49,33 @@ export interface ChoiceInput {
   lastCached: Gran | null;
   penalty: number;
   allowed: readonly Gran[];
+  /** Compute saved by each granularity (fraction of a full step). When given, the choice is by
+   * error per unit of saved compute, P / saved (our refinement); P itself is what the budget pays. */
+  saved?: Record<Gran, number>;
 }
 
 export interface Choice {
   gran: Gran | null;
   P: Partial<Record<Gran, number>>;
+  /** The score minimised: P, or P / saved. */
+  score: Partial<Record<Gran, number>>;
 }
 
 /** argmin over available granularities of D x I x (penalty on a repeat); ties go to the larger saving (step, cfg, block order). */
 export function chooseGranularity(c: ChoiceInput): Choice {
   const P: Partial<Record<Gran, number>> = {};
+  const score: Partial<Record<Gran, number>> = {};
   let best: Gran | null = null;
   for (const g of GRANULARITIES) {
     const d = c.D[g];
     if (d === undefined || !Number.isFinite(d) || !c.allowed.includes(g)) continue;
+    if (c.saved && !(c.saved[g] > 0)) continue;
     const p = d * c.I[g] * (g === c.lastCached ? c.penalty : 1);
     P[g] = p;
-    if (best === null || p < P[best]!) best = g;
+    score[g] = c.saved ? p / c.saved[g] : p;
+    if (best === null || score[g]! < score[best]!) best = g;
   }
-  return { gran: best, P };
+  return { gran: best, P, score };
 }
 
 export interface ScheduleOptions {

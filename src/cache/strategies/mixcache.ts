@@ -46,6 +46,7 @@ const KNOBS = (order: number) => [
   { name: "extrapolation", type: "number", default: 0.5, min: 0, max: 1, doc: "Weight a of the first-order term (order 1)." },
   { name: "fn", type: "int", default: 1, min: 0, max: 1000, doc: "Front blocks always computed under block caching (also the probe)." },
   { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "Back blocks always computed under block caching." },
+  { name: "choose", type: "enum", default: "efficiency", values: ["efficiency", "error"], doc: "Pick the granularity by error per saved compute, P / saved (ours), or by error P alone (the paper's argmin)." },
   { name: "penalty", type: "number", default: 5, min: 1, max: 1000, doc: "Multiplier on choosing the same granularity twice in a row (1 = off).", source: "MixCache summary: 5x" },
   { name: "trigger", type: "bool", default: true, doc: "Context-aware trigger (false: caching may start right after warm-up)." },
   { name: "trigger_tau", type: "number", default: 0.15, min: 0, max: 100, doc: "Trigger: output change between consecutive full steps must stay below this..." },
@@ -75,6 +76,7 @@ function tagOf(name: string, c: Record<string, KnobValue>, budget: number): stri
   else if (c.penalty !== 5) abl.push(`pen${fmt(c.penalty)}`);
   if (!c.adaptive) abl.push(`fixed${c.max_interval}`);
   if (!c.probe) abl.push("noprobe");
+  if (c.choose === "error") abl.push("argminP");
   if (abl.length) t += "-" + abl.join("-");
   void name;
   return t;
@@ -188,7 +190,8 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
               if (rates.step !== undefined && br.cond.R) D.step = rates.step * age;
               if (haveCfg && rates.cfg !== undefined) D.cfg = rates.cfg * age;
               if (rates.block !== undefined && br.cond.M && Fn + Bn < L) D.block = rates.block * age;
-              const choice = chooseGranularity({ D, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, lastCached, penalty: c.penalty as number, allowed });
+              const saved = c.choose === "efficiency" ? { step: 1 - cost.step, cfg: 1 - cost.cfg, block: 1 - cost.block } : undefined;
+              const choice = chooseGranularity({ D, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, lastCached, penalty: c.penalty as number, allowed, saved });
               Pall = choice.P;
               if (choice.gran && sched.admits(choice.P[choice.gran]!, budgetNow, intervalLimit)) {
                 action = choice.gran;

@@ -1,0 +1,266 @@
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadModel, type LoadedModel } from "../src/models/load.ts";
+import { generate } from "../src/pipeline/pipeline.ts";
+import { strategyNames } from "../src/cache/registry.ts";
+import { DEFAULT_VOCAB_PATH, allCombos, loadVocab, splitCombos } from "../src/data/shapes.ts";
+import { OPERATING_POINTS, PRESETS, benchPrompts, buildPoints, operatingPoints, promptAttrs, promptsFromTokenizer, resolveMethods } from "../src/bench/protocol.ts";
+import { CSV_COLUMNS, RESULTS_SCHEMA, type BenchResults } from "../src/bench/runner.ts";
+import { RedundancyRecorder } from "../src/bench/redundancy.ts";
+import { decodePng } from "../src/media/index.ts";
+import { main } from "../src/cli/main.ts";
+import { TINY_TOKENS, makeTinyModelDir } from "./support/tinyModel.ts";
+
+const vocab = loadVocab(DEFAULT_VOCAB_PATH);
+let dir: string;
+let model: LoadedModel;
+let out: string;
+before(async () => {
+  dir = makeTinyModelDir();
+  model = await loadModel(dir, { threads: 1 });
+  out = mkdtempSync(join(tmpdir(), "mixcache-bench-"));
+});
+after(async () => {
+  await model.release();
+  rmSync(out, { recursive: true, force: true });
+});
+
+/** Run fn with the CLI's stdout/stderr text captured. */
+async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
+  const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
+  let so = "", se = "";
+  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((so += s), true) : o(s, ...rest))) as typeof process.stdout.write;
+  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((se += s), true) : e(s, ...rest))) as typeof process.stderr.write;
+  try {
+    return { code: await fn(), out: so, err: se };
+  } finally {
+    process.stdout.write = o;
+    process.stderr.write = e;
+  }
+}
+
+/** Minimal RFC 4180 CSV line split (quoted cells with doubled quotes). */
+function csvSplit(line: string): string[] {
+  const cells: string[] = [];
+  let cur = "", q = false;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (q) {
+      if (ch === '"' && line[i + 1] === '"') (cur += '"'), i++;
+      else if (ch === '"') q = false;
+      else cur += ch;
+    } else if (ch === '"') q = true;
+    else if (ch === ",") cells.push(cur), (cur = "");
+    else cur += ch;
+  }
+  cells.push(cur);
+  return cells;
+}
+
+const finite = (x: unknown, what: string) => assert.ok(typeof x === "number" && Number.isFinite(x), `${what}: ${x}`);
+
+test("protocol: the full prompt list covers every attribute value, 1/4 held-out, deterministic", () => {
+  const full = benchPrompts(vocab, PRESETS.full.prompts);
+  assert.ok(full.length >= 32);
+  assert.deepEqual(benchPrompts(vocab, 32), full);
+  assert.equal(new Set(full.map((p) => p.text)).size, full.length);
+  const [, held] = splitCombos(vocab);
+  const heldKeys = new Set(held.map((a) => `${a.shape}|${a.colour}|${a.size}|${a.motion}|${a.background}`));
+  for (const p of full) {
+    assert.ok(p.attrs && p.attrs.size);
+    const k = `${p.attrs.shape}|${p.attrs.colour}|${p.attrs.size}|${p.attrs.motion}|${p.attrs.background}`;
+    assert.equal(p.heldout, heldKeys.has(k), p.text);
+    assert.deepEqual(promptAttrs(vocab, p.text), p.attrs);
+  }
+  assert.equal(full.filter((p) => p.heldout).length, 8);
+  const cover = (vals: string[], key: "shape" | "colour" | "size" | "motion" | "background") =>
+    vals.forEach((v) => assert.ok(full.some((p) => p.attrs![key] === v), `${key} ${v} missing`));
+  cover(vocab.shapes, "shape");
+  cover(Object.keys(vocab.colours), "colour");
+  cover(Object.keys(vocab.sizes), "size");
+  cover(Object.keys(vocab.motions), "motion");
+  cover(Object.keys(vocab.backgrounds), "background");
+  // quick = the first 2: one training and one held-out combination
+  const quick = benchPrompts(vocab, PRESETS.quick.prompts);
+  assert.deepEqual(quick.map((p) => p.heldout), [false, true]);
+  // more prompts than combinations stop at the number of combinations
+  assert.equal(benchPrompts(vocab, allCombos(vocab).length + 5).length, allCombos(vocab).length);
+});
+
+test("protocol: tokenizer fallback captions and relaxed prompt parsing", () => {
+  const ps = promptsFromTokenizer(vocab, TINY_TOKENS, 3);
+  assert.equal(ps.length, 3);
+  for (const p of ps) {
+    for (const w of p.text.split(" ")) assert.ok(TINY_TOKENS.includes(w), `${w} in ${p.text}`);
+    assert.equal(p.attrs!.size, null);
+    assert.equal(p.heldout, null);
+  }
+  assert.deepEqual(promptAttrs(vocab, "a red circle moving left on a black background"), { shape: "circle", colour: "red", motion: "moving left", background: "black", size: null });
+  assert.equal(promptAttrs(vocab, "a photo of a cat"), null);
+  assert.throws(() => promptsFromTokenizer(vocab, ["a", "red"], 2), /knows no shape/);
+});
+
+test("protocol: every registered strategy has valid operating points with exactly one default", () => {
+  const points = buildPoints(strategyNames(), join(dir, "cache_profiles"));
+  assert.equal(points[0].method, "none");
+  assert.equal(new Set(points.map((p) => p.id)).size, points.length);
+  for (const name of strategyNames()) {
+    const mine = points.filter((p) => p.method === name);
+    assert.ok(mine.length >= 1, name);
+    assert.equal(mine.filter((p) => p.isDefault).length, 1, `${name}: one default point`);
+    if (name !== "none" && OPERATING_POINTS[name]) assert.ok(mine.length >= 3, `${name}: ${mine.length} points`);
+  }
+  // methods the map does not know run at their defaults; the map is extensible
+  assert.deepEqual(operatingPoints("mixcache-not-registered"), [{}]);
+  OPERATING_POINTS["some-new-method"] = [{ k: 1 }];
+  try {
+    assert.deepEqual(operatingPoints("some-new-method"), [{}, { k: 1 }]);
+  } finally {
+    delete OPERATING_POINTS["some-new-method"];
+  }
+  assert.deepEqual(resolveMethods(["teacache"]), ["none", "teacache"]);
+  assert.throws(() => resolveMethods(["teacash"]), /unknown method "teacash"[\s\S]*valid methods: none/);
+});
+
+test("redundancy recorder: output is the uncached output bit for bit; signals per step", async () => {
+  const plain = await generate({ model, prompt: "a red circle moving left on a black background", seed: 1, steps: 4 });
+  const rec = new RedundancyRecorder();
+  const r = await generate({ model, prompt: "a red circle moving left on a black background", seed: 1, steps: 4, cache: rec.asCache() });
+  assert.deepEqual(r.video.data, plain.video.data);
+  const red = rec.result();
+  assert.equal(red.steps, 4);
+  assert.equal(red.middleBlock, 2);
+  assert.equal(red.cfg, true);
+  assert.equal(red.rows[0].step.cond, null);
+  assert.equal(red.rows[0].cfg, null);
+  for (const row of red.rows.slice(1)) {
+    for (const v of [row.step.cond, row.step.uncond, row.cfg, row.block.cond, row.block.uncond, row.output.cond, row.cfgRatio, ...row.blocks.cond]) finite(v, `step ${row.index}`);
+    assert.equal(row.block.cond, row.blocks.cond[2]);
+  }
+});
+
+test("bench end to end on the tiny model: files, schema, numbers, resume", async () => {
+  const args = ["bench", "--model", dir, "--preset", "quick", "--methods", "none,teacache,fewer-steps", "--steps", "6", "--prompts", "2", "--out", out, "--threads", "1"];
+  const r1 = await capture(() => main(args));
+  assert.equal(r1.code, 0, r1.err);
+  assert.match(r1.out, /bench quick: 7 points x 2 prompts x 1 seed\(s\), 6 steps = 14 rows \(14 run, 0 resumed\)/);
+  for (const f of ["results.json", "results.md", "results.csv", "journal.jsonl", "redundancy.json", "frames/0.png", "frames/1.png"])
+    assert.ok(existsSync(join(out, f)), `${f} written`);
+
+  const res = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as BenchResults;
+  assert.equal(res.schema, RESULTS_SCHEMA);
+  assert.ok(!Number.isNaN(Date.parse(res.created)));
+  finite(res.machine.cpus, "cpus");
+  assert.equal(res.machine.ortThreads, 1);
+  assert.equal(typeof res.machine.cpuModel, "string");
+  assert.equal(res.model.name, "tiny-test");
+  assert.equal(res.protocol.preset, "quick");
+  assert.equal(res.protocol.steps, 6);
+  assert.equal(res.protocol.prompts.length, 2);
+  assert.equal(res.protocol.promptSource, "tokenizer");
+  assert.deepEqual(res.protocol.methods, ["none", "teacache", "fewer-steps"]);
+  assert.equal(res.protocol.points.length, 7);
+  assert.equal(res.session.complete, true);
+  assert.equal(res.session.rowsRun, 14);
+  assert.equal(res.rows.length, 14);
+
+  for (const row of res.rows) {
+    for (const k of ["wallMs", "denoiseMs", "macsFull", "macsExecuted", "computeSpeedup", "cachePeakBytes", "steps", "stepsSampled", "seed", "promptIndex"] as const) finite(row[k], `${row.point} ${k}`);
+    assert.ok(row.wallMs > 0 && row.macsExecuted > 0 && row.macsExecuted <= row.macsFull);
+    assert.ok(!("trace" in row), "traces are moved out of rows");
+    if (row.method === "none") assert.equal(row.quality, null, "the reference has no quality numbers");
+    else {
+      const q = row.quality!;
+      for (const k of ["psnrFrame", "psnrClip", "mse", "maxAbsDiff", "ssim", "ssimRgb"] as const) finite(q[k], `${row.point} ${k}`);
+      assert.ok(q.psnrFrame <= 100 && q.psnrClip <= 100 && q.ssim <= 1 + 1e-12);
+      assert.equal(q.psnrPerFrame.length, 3);
+      assert.equal(q.ssimWindow, 7); // 8x8 frames
+    }
+    // tiny prompts name colour/shape/motion/background: adherence is scored (values meaningless on random weights)
+    assert.ok(row.adherence);
+    for (const v of Object.values(row.adherence.score)) assert.ok(v === 0 || v === 1);
+    if (row.method === "fewer-steps") assert.equal(row.computeSpeedup, row.steps / row.stepsSampled);
+  }
+  const byPoint = (id: string) => res.summary.find((s) => s.point === id)!;
+  assert.deepEqual(res.summary.map((s) => s.point), ["none", "teacache-t0.05", "teacache-t0.08", "teacache-t0.15", "fewer-steps-x1.5", "fewer-steps-x2", "fewer-steps-x3"]);
+  assert.equal(byPoint("fewer-steps-x2").computeSpeedup, 2);
+  assert.equal(byPoint("fewer-steps-x3").computeSpeedup, 3);
+  assert.equal(byPoint("none").wallSpeedup, 1);
+  for (const s of res.summary) {
+    assert.equal(s.n, 2);
+    for (const k of ["computeSpeedup", "wallSpeedup", "efficiency", "wallMsMedian", "cacheMB"] as const) finite(s[k], `${s.point} ${k}`);
+    if (s.method === "none") assert.equal(s.psnrFrame, null);
+    else for (const k of ["psnrFrame", "psnrClip", "ssim", "ssimRgb"] as const) finite(s[k], `${s.point} ${k}`);
+    finite(s.adherence!.mean, "adherence");
+    finite(s.adherenceRef!.mean, "adherenceRef");
+  }
+  // fewer steps really changes the output; teacache at 6 steps never skips here (exact)
+  assert.ok(byPoint("fewer-steps-x2").psnrFrame! < 100);
+  // traces of the first prompt: one per point, teacache's has a row per step
+  assert.equal(res.traces.length, 7);
+  assert.equal(res.traces.find((t) => t.point === "teacache-t0.08")!.trace.length, 6);
+  // redundancy signals of the reference on the first prompt
+  assert.equal(res.redundancy!.rows.length, 6);
+  assert.equal(res.redundancy!.prompt, res.protocol.prompts[0].text);
+  finite(res.redundancy!.rows[3].cfg, "cfg signal");
+
+  const md = readFileSync(join(out, "results.md"), "utf8");
+  assert.match(md, /^# MixCache bench: quick/);
+  assert.match(md, /\| method \| point \| compute \| wall \| eff\. \| PSNR \(a\) dB \| PSNR \(b\) dB \| SSIM \| adh\. ref \| adh\. \| cache MB \| n \|/);
+  assert.match(md, /\| fewer-steps \| fewer-steps-x1\.5 \| 1\.50x \|/);
+  const csv = readFileSync(join(out, "results.csv"), "utf8").trimEnd().split("\n");
+  assert.deepEqual(csv[0].split(","), [...CSV_COLUMNS]);
+  assert.equal(csv.length, 1 + 7);
+  for (const line of csv.slice(1)) assert.equal(csvSplit(line).length, CSV_COLUMNS.length, line);
+  assert.deepEqual(JSON.parse(csvSplit(csv[2])[5]), { threshold: 0.05 });
+  const sheet = decodePng(new Uint8Array(readFileSync(join(out, "frames/0.png"))));
+  assert.ok(sheet.width > 0 && sheet.height > 0);
+  assert.equal(sheet.text.Labels, "reference (none) | fewer-steps-x2 | teacache-t0.08");
+
+  // resume: nothing left to run
+  const r2 = await capture(() => main([...args, "--json"]));
+  assert.equal(r2.code, 0, r2.err);
+  const j2 = JSON.parse(r2.out);
+  assert.equal(j2.rows_run, 0);
+  assert.equal(j2.rows_reused, 14);
+  const res2 = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as BenchResults;
+  assert.deepEqual(res2.rows.map((r) => r.key), res.rows.map((r) => r.key));
+  assert.deepEqual(res2.rows.map((r) => r.wallMs), res.rows.map((r) => r.wallMs));
+
+  // resume after a crash: the last 3 rows lost, plus a torn half-written line -> exactly 3 rerun
+  const journal = join(out, "journal.jsonl");
+  const lines = readFileSync(journal, "utf8").trimEnd().split("\n");
+  writeFileSync(journal, lines.slice(0, -3).join("\n") + "\n");
+  appendFileSync(journal, '{"key":"torn');
+  const r3 = await capture(() => main([...args, "--json"]));
+  assert.equal(r3.code, 0, r3.err);
+  assert.equal(JSON.parse(r3.out).rows_run, 3);
+  const res3 = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as BenchResults;
+  assert.equal(res3.rows.length, 14);
+  assert.equal(readFileSync(journal, "utf8").trimEnd().split("\n").length, 14);
+  // reruns are deterministic: same outputs, same quality numbers
+  for (const r of res3.rows) {
+    const old = res.rows.find((x) => x.key === r.key)!;
+    assert.deepEqual(r.quality, old.quality);
+    assert.equal(r.macsExecuted, old.macsExecuted);
+  }
+});
+
+test("bench CLI: strict usage errors", async () => {
+  const bad = await capture(() => main(["bench", "--methods", "none,teacash", "--model", dir]));
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /unknown method "teacash"/);
+  assert.match(bad.err, /valid methods: none, fewer-steps, teacache/);
+  assert.equal((await capture(() => main(["bench", "--preset", "huge", "--model", dir]))).code, 2);
+  assert.equal((await capture(() => main(["bench", "--prompts", "0", "--model", dir]))).code, 2);
+  assert.equal((await capture(() => main(["bench", "--steps", "1", "--model", dir]))).code, 2);
+  assert.equal((await capture(() => main(["bench", "extra", "--model", dir]))).code, 2);
+  assert.equal((await capture(() => main(["bench", "--frobnicate"]))).code, 2);
+  const help = await capture(() => main(["bench", "--help"]));
+  assert.equal(help.code, 0);
+  assert.match(help.out, /--preset quick\|full/);
+  assert.match(help.out, /Methods: none, fewer-steps/);
+});
