@@ -253,7 +253,7 @@ test("bench CLI: strict usage errors", async () => {
   const bad = await capture(() => main(["bench", "--methods", "none,teacash", "--model", dir]));
   assert.equal(bad.code, 2);
   assert.match(bad.err, /unknown method "teacash"/);
-  assert.match(bad.err, /valid methods: none, fewer-steps, teacache/);
+  assert.match(bad.err, /valid methods: none, .*teacache/);
   assert.equal((await capture(() => main(["bench", "--preset", "huge", "--model", dir]))).code, 2);
   assert.equal((await capture(() => main(["bench", "--prompts", "0", "--model", dir]))).code, 2);
   assert.equal((await capture(() => main(["bench", "--steps", "1", "--model", dir]))).code, 2);
@@ -262,5 +262,5 @@ test("bench CLI: strict usage errors", async () => {
   const help = await capture(() => main(["bench", "--help"]));
   assert.equal(help.code, 0);
   assert.match(help.out, /--preset quick\|full/);
-  assert.match(help.out, /Methods: none, fewer-steps/);
+  assert.match(help.out, /Methods: none, .*fewer-steps/);
 });

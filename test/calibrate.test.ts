@@ -158,9 +158,9 @@ test("calibrateTeaCache on the tiny model: profile round-trips and the strategy 
   await assert.rejects(calibrate(model, "teacache", { prompts: PROMPTS, steps: 6 }, { options: { proxy: "e0" } }), /proxy/);
 });
 
-test("registry: teacache and magcache, unknown methods list the valid ones", () => {
-  assert.deepEqual(Object.keys(CALIBRATORS).sort(), ["magcache", "teacache"]);
-  assert.throws(() => findCalibrator("teacash"), (e: Error) => /unknown calibration method "teacash"/.test(e.message) && /teacache, magcache/.test(e.message));
+test("registry: teacache, magcache and mixcache; unknown methods list the valid ones", () => {
+  assert.deepEqual(Object.keys(CALIBRATORS).sort(), ["magcache", "mixcache", "teacache"]);
+  assert.throws(() => findCalibrator("teacash"), (e: Error) => /unknown calibration method "teacash"/.test(e.message) && /teacache, magcache, mixcache/.test(e.message));
 });
 
 test("default prompts come from the vocabulary and cover every attribute value", () => {

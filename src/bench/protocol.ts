@@ -257,6 +257,8 @@ export interface Protocol {
   promptSource: "vocab" | "tokenizer" | "explicit";
   methods: string[];
   points: OperatingPoint[];
+  /** Points left out because their strategy refused to build (only when methods were not listed explicitly). */
+  skipped: SkippedPoint[];
   vocab: Vocab;
   vocabPath: string;
   modelFingerprint: string;
@@ -312,8 +314,20 @@ function profilesHash(profilesDir: string, method: string): string {
   return parts.join(",");
 }
 
-/** Build every operating point of the given methods (registry order, `none` first). */
-export function buildPoints(methods: readonly string[], profilesDir: string): OperatingPoint[] {
+/** A point that could not be built (non-strict mode only). */
+export interface SkippedPoint {
+  method: string;
+  options: Record<string, unknown>;
+  error: string;
+}
+
+/**
+ * Build every operating point of the given methods (registry order, `none` first). Strict (the
+ * default): an invalid point is a ConfigError. Non-strict (benching "every registered method"):
+ * a point whose strategy refuses to build is left out and listed in `skipped`, so one method
+ * (e.g. one that needs a calibration profile this model lacks) does not stop the whole bench.
+ */
+export function buildPoints(methods: readonly string[], profilesDir: string, skipped?: SkippedPoint[]): OperatingPoint[] {
   const points: OperatingPoint[] = [];
   const order = ["none", ...STRATEGIES.map((s) => s.name).filter((n) => n !== "none" && methods.includes(n))];
   for (const method of order) {
@@ -325,6 +339,10 @@ export function buildPoints(methods: readonly string[], profilesDir: string): Op
       try {
         cache = makeCache(method, options, { profilesDir });
       } catch (e) {
+        if (skipped && method !== "none") {
+          skipped.push({ method, options: { ...options }, error: (e as Error).message });
+          continue;
+        }
         if (e instanceof MixCacheError) throw new ConfigError(`bench operating point ${method} ${JSON.stringify(options)} is invalid: ${e.message}`, "fix OPERATING_POINTS in src/bench/protocol.ts (or where the method extends it)");
         throw e;
       }
@@ -395,7 +413,8 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
   }
 
   const methods = resolveMethods(o.methods);
-  const points = buildPoints(methods, model.profilesDir);
+  const skipped: SkippedPoint[] = [];
+  const points = buildPoints(methods, model.profilesDir, o.methods ? undefined : skipped);
   const fingerprint = modelFingerprint(model);
   const hash = sha(canonicalJson({
     rowSchema: ROW_SCHEMA, model: fingerprint, steps, guidance: model.defaults.guidance, shift: model.defaults.shift,
@@ -403,7 +422,7 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
   }));
   return {
     preset: preset.name, hash, steps, guidance: model.defaults.guidance, shift: model.defaults.shift, sampler: model.defaults.sampler,
-    negativePrompt: model.defaults.negativePrompt, shape: { ...shape }, seeds: [...seeds], prompts, promptSource, methods, points,
+    negativePrompt: model.defaults.negativePrompt, shape: { ...shape }, seeds: [...seeds], prompts, promptSource, methods, points, skipped,
     vocab, vocabPath, modelFingerprint: fingerprint,
   };
 }

@@ -165,6 +165,8 @@ export interface BenchResults {
     vocabPath: string;
     prompts: Array<BenchPrompt & { sheet: string | null }>;
     methods: string[];
+    /** operating points left out because their strategy refused to build (see protocol.buildPoints) */
+    skipped: Array<{ method: string; options: Record<string, unknown>; error: string }>;
     points: Array<{ id: string; method: string; tag: string; granularity: string; options: Record<string, unknown>; config: Record<string, unknown>; default: boolean; configHash: string }>;
     metrics: Record<string, unknown>;
   };
@@ -345,7 +347,7 @@ export function renderMarkdown(r: BenchResults): string {
   lines.push(
     "compute = full MACs / executed MACs; wall = median wall time of `none` / of the point (same process, interleaved, after a warm-up); " +
       "eff. = wall / compute; PSNR (a) = mean over frames of per-frame PSNR, (b) = one MSE over the clip, [0, 1] pixels, vs the uncached output, capped at 100 dB; " +
-      "SSIM = Gaussian 11x11, sigma 1.5, valid window, BT.601 luma, mean over frames; adh. = mean of colour/shape/motion/background detection rates of the output (ref = of the uncached output); " +
+      "SSIM = Gaussian window 11 (sigma 1.5; min(11, H, W) for smaller frames), valid region, BT.601 luma, mean over frames; adh. = mean of colour/shape/motion/background detection rates of the output (ref = of the uncached output); " +
       "cache = peak bytes held by the cache. `*` = the method's default point.",
   );
   lines.push("");
@@ -649,6 +651,7 @@ function assemble(
     return rest as BenchRow;
   });
   const warnings = new Set(s.warnings);
+  for (const k of p.skipped) warnings.add(`${k.method} ${JSON.stringify(k.options)} skipped: ${k.error}`);
   for (const r of rows) for (const w of r.warnings) warnings.add(`${r.method}: ${w}`);
   return {
     schema: RESULTS_SCHEMA,
@@ -661,6 +664,7 @@ function assemble(
       negativePrompt: p.negativePrompt, shape: p.shape, seeds: p.seeds, promptSource: p.promptSource, vocabPath: p.vocabPath,
       prompts: p.prompts.map((x) => ({ ...x, sheet: p.shape.channels === 3 ? `frames/${x.index}.png` : null })),
       methods: p.methods,
+      skipped: p.skipped,
       points: p.points.map((x) => ({ id: x.id, method: x.method, tag: x.tag, granularity: x.granularity, options: x.options, config: x.config, default: x.isDefault, configHash: x.configHash })),
       metrics: {
         pixels: "p = clamp(x / 2 + 0.5, 0, 1)",

@@ -6,6 +6,7 @@ import { MixCacheError } from "../errors.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
 import { cachesCommand } from "./caches.ts";
+import { evaluateCommand } from "./evaluate.ts";
 import { calibrateCommand } from "./calibrate.ts";
 import { benchCommand } from "./bench.ts";
 
@@ -15,7 +16,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, calibrateCommand, benchCommand];
+const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, benchCommand];
 
 export function registerCommand(c: Command): void {
   COMMANDS.push(c);

@@ -1,0 +1,157 @@
+/**
+ * Evaluate a shapes model's own uncached outputs (the reference model's acceptance numbers):
+ * adherence (colour, shape, motion, background) on a fixed prompt list that includes held-out
+ * attribute combinations, a contact sheet of 8 prompts, and the model card (README.md) built from
+ * training.json + evaluation.json. Used by `mixcache evaluate`.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { MixCacheError } from "../errors.ts";
+import type { LoadedModel } from "../models/load.ts";
+import { generate } from "../pipeline/pipeline.ts";
+import { allCombos, caption, loadVocab, splitCombos, type Attrs, type Vocab } from "../data/shapes.ts";
+import { aggregateAdherence, detectAdherence, scoreAdherence, type AdherenceScore, type AdherenceSummary } from "../metrics/adherence.ts";
+import type { Video } from "../pipeline/pipeline.ts";
+import { writeContactSheet } from "../media/png.ts";
+import { writeFileAtomic } from "../util/atomic.ts";
+import { dimOf } from "../models/wan/config.ts";
+
+/**
+ * Fixed evaluation prompts: `n` combinations (default 24), every third one held out, the rest from
+ * the training split, spread so that every attribute value appears (deterministic stride walks).
+ */
+export function evaluationPrompts(vocab: Vocab, n = 24): Array<{ attrs: Attrs; prompt: string; heldOut: boolean }> {
+  const [train, held] = splitCombos(vocab);
+  const nHeld = Math.min(held.length, Math.round(n / 3));
+  const pick = (list: Attrs[], k: number) => {
+    const out: Attrs[] = [];
+    let stride = Math.max(1, Math.floor(list.length / k));
+    while (gcd(stride, list.length) !== 1) stride++;
+    for (let j = 0; out.length < k && j < list.length; j++) out.push(list[(j * stride + 7) % list.length]);
+    return out;
+  };
+  const items = [...pick(train, n - nHeld).map((a) => ({ a, h: false })), ...pick(held, nHeld).map((a) => ({ a, h: true }))];
+  return items.map(({ a, h }) => ({ attrs: a, prompt: caption(vocab, a), heldOut: h }));
+}
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+export interface ModelEvaluation {
+  model: string;
+  created: string;
+  settings: { steps: number; guidance: number; shift: number; sampler: string; seed: number };
+  prompts: number;
+  all: AdherenceSummary;
+  train: AdherenceSummary;
+  heldOut: AdherenceSummary;
+  targets: { colour: number; motion: number; shape: number };
+  met: boolean;
+  perPrompt: Array<{ prompt: string; heldOut: boolean; detected: { colour: string; shape: string; motion: string; background: string } }>;
+  wallS: number;
+}
+
+export async function evaluateModel(model: LoadedModel, o: { n?: number; seed?: number; steps?: number; onStep?: (d: number, t: number) => void } = {}): Promise<ModelEvaluation> {
+  if (!model.vocabPath) throw new MixCacheError("USAGE", `model ${model.name} has no vocab.json: adherence needs the shapes vocabulary`, "evaluate a shapes model (the reference model)");
+  const vocab = loadVocab(model.vocabPath);
+  const list = evaluationPrompts(vocab, o.n ?? 24);
+  const steps = o.steps ?? model.defaults.steps;
+  const seed = o.seed ?? 0;
+  const t0 = performance.now();
+  const scores: AdherenceScore[] = [], sTrain: AdherenceScore[] = [], sHeld: AdherenceScore[] = [];
+  const perPrompt: ModelEvaluation["perPrompt"] = [];
+  const clips: Array<Video & { channels: 3 }> = [];
+  let done = 0;
+  for (const item of list) {
+    const r = await generate({ model, prompt: item.prompt, seed, steps, onStep: () => o.onStep?.(++done, list.length * steps) });
+    const det = detectAdherence({ data: r.video.data, dims: [3, r.video.frames, r.video.height, r.video.width] }, vocab);
+    const s = scoreAdherence(det, item.attrs);
+    scores.push(s);
+    (item.heldOut ? sHeld : sTrain).push(s);
+    perPrompt.push({ prompt: item.prompt, heldOut: item.heldOut, detected: { colour: det.colour, shape: det.shape, motion: det.motion, background: det.background } });
+    clips.push({ ...r.video, channels: 3 as const });
+  }
+  const all = aggregateAdherence(scores);
+  const targets = { colour: 0.9, motion: 0.8, shape: 0.6 };
+  const ev: ModelEvaluation = {
+    model: model.name, created: new Date().toISOString(),
+    settings: { steps, guidance: model.defaults.guidance, shift: model.defaults.shift, sampler: model.defaults.sampler, seed },
+    prompts: list.length, all, train: aggregateAdherence(sTrain), heldOut: aggregateAdherence(sHeld), targets,
+    met: all.colour >= targets.colour && all.motion >= targets.motion && all.shape >= targets.shape,
+    perPrompt, wallS: (performance.now() - t0) / 1000,
+  };
+  // contact sheet of 8 prompts (held-out ones included), one row per prompt
+  const idx = [0, 1, 2, 3, 4, list.length - 3, list.length - 2, list.length - 1].filter((i, k, a) => i >= 0 && a.indexOf(i) === k);
+  writeContactSheet(join(model.dir, "samples.png"), idx.map((i) => clips[i]), { labels: idx.map((i) => `${list[i].prompt}${list[i].heldOut ? " (held out)" : ""}`), scale: 3 });
+  writeFileAtomic(join(model.dir, "evaluation.json"), JSON.stringify(ev, null, 1) + "\n");
+  writeModelCard(model, ev);
+  return ev;
+}
+
+const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
+
+export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null): void {
+  const trPath = join(model.dir, "training.json");
+  const tr = existsSync(trPath) ? JSON.parse(readFileSync(trPath, "utf8")) : null;
+  const c = model.config;
+  const curve: Array<{ samples: number; loss: number }> = tr?.loss_curve ?? [];
+  const pts = curve.filter((_, i) => i % Math.max(1, Math.floor(curve.length / 12)) === 0 || i === curve.length - 1);
+  const combos = model.vocabPath ? allCombos(loadVocab(model.vocabPath)).length : 0;
+  const lines = [
+    `# ${model.name}`,
+    "",
+    "The embedded reference model of MixCache: a small text-to-video diffusion transformer with exactly",
+    "the Wan2.1 architecture and diffusers key names, trained from scratch on the procedural shapes",
+    "dataset (one coloured shape moving over a plain background). It exists so that caching is",
+    "measured on a trained model on a 2-core CPU; it is not a general video model.",
+    "",
+    "## Architecture",
+    "",
+    `- Wan2.1 transformer (\`WanTransformer3DModel\` config in \`transformer/config.json\`): ${c.num_layers} blocks, width ${dimOf(c)} (${c.num_attention_heads} heads x ${c.attention_head_dim}), FFN ${c.ffn_dim}, patch [${c.patch_size}], pixel space (in/out channels ${c.in_channels}, no VAE), text_dim ${c.text_dim}, freq_dim ${c.freq_dim}.`,
+    `- ${model.parameters.toLocaleString("en-US")} transformer parameters; text encoder: token + position embedding over the dataset vocabulary (${model.tokenizer?.tokens.length ?? "?"} tokens, ${model.tokenizer?.maxTokens ?? "?"} positions, zero rows at padding).`,
+    model.latent ? `- Clips: ${model.latent.frames} frames of ${model.latent.height}x${model.latent.width} RGB in [-1, 1] -> ${(model.latent.frames / c.patch_size[0]) * (model.latent.height / c.patch_size[1]) * (model.latent.width / c.patch_size[2])} tokens.` : "",
+    `- Sampling defaults: ${model.defaults.sampler}, ${model.defaults.steps} steps, guidance ${model.defaults.guidance}, shift ${model.defaults.shift}, empty negative prompt.`,
+    "",
+    "## Data",
+    "",
+    `Procedural shapes dataset (\`data/vocab.json\`, \`tools/mixcache_tools/dataset.py\`): ${combos} attribute combinations (shape, colour, size, motion, background); 10% held out and never trained on. Caption: "a {size} {colour} {shape} {motion} on a {background} background".`,
+    "",
+    "## Training",
+    "",
+    tr
+      ? `Rectified flow, logit-normal timesteps, 10% caption dropout, AdamW (lr ${tr.lr}, warm-up, cosine), gradient clipping 1, EMA ${tr.ema}, batch ${tr.batch}, on a 2-core CPU (PyTorch from Debian). **${tr.samples_seen.toLocaleString("en-US")} samples seen** (${tr.iterations} iterations) in **${(tr.wall_s / 3600).toFixed(2)} h** of training wall time; final loss ${tr.final_loss}. Exported weights: ${tr.exported_weights}.`
+      : "No training record (training.json) in this folder.",
+    "",
+    pts.length ? "| samples | loss |\n|---:|---:|\n" + pts.map((p) => `| ${p.samples} | ${p.loss.toFixed(4)} |`).join("\n") : "",
+    "",
+    "## Evaluation",
+    "",
+  ];
+  if (ev) {
+    lines.push(
+      `Adherence of the model's own uncached outputs (${ev.settings.sampler}, ${ev.settings.steps} steps, guidance ${ev.settings.guidance}, seed ${ev.settings.seed}) on ${ev.prompts} fixed prompts, ${ev.heldOut.n} of them held-out combinations, scored by the pixel-based evaluator (\`src/metrics/adherence.ts\`):`,
+      "",
+      "| prompts | colour | shape | motion | background | all four |",
+      "|---|---:|---:|---:|---:|---:|",
+      `| all (${ev.all.n}) | ${pct(ev.all.colour)} | ${pct(ev.all.shape)} | ${pct(ev.all.motion)} | ${pct(ev.all.background)} | ${pct(ev.all.all)} |`,
+      `| training combinations (${ev.train.n}) | ${pct(ev.train.colour)} | ${pct(ev.train.shape)} | ${pct(ev.train.motion)} | ${pct(ev.train.background)} | ${pct(ev.train.all)} |`,
+      `| held-out combinations (${ev.heldOut.n}) | ${pct(ev.heldOut.colour)} | ${pct(ev.heldOut.shape)} | ${pct(ev.heldOut.motion)} | ${pct(ev.heldOut.background)} | ${pct(ev.heldOut.all)} |`,
+      "",
+      `Targets: colour >= ${pct(ev.targets.colour)}, motion >= ${pct(ev.targets.motion)}, shape >= ${pct(ev.targets.shape)}: **${ev.met ? "met" : "not met yet (training continues: resume with tools/train.py)"}**. Reproduce: \`npx mixcache evaluate\`.`,
+      "",
+      "![samples](samples.png)",
+      "",
+      "`samples.png`: 8 of the prompts, one row each (frames left to right).",
+    );
+  } else lines.push("Not evaluated yet: run `npx mixcache evaluate`.");
+  lines.push(
+    "",
+    "## Files",
+    "",
+    "`transformer/` (config + safetensors, fp32), `text_encoder/`, `tokenizer/`, `vocab.json`, `mixcache.json` (latent shape, sampler defaults), `cache_profiles/` (TeaCache, MagCache and MixCache calibrations for these weights), `golden.safetensors` (PyTorch outputs per stage for the runtime parity test), `training.json`, `evaluation.json`.",
+    "",
+    "## Licence",
+    "",
+    "Apache-2.0, like the rest of MixCache. Trained only on procedurally generated data.",
+    "",
+  );
+  writeFileAtomic(join(model.dir, "README.md"), lines.filter((l, i, a) => !(l === "" && a[i - 1] === "")).join("\n"));
+}
