@@ -19,7 +19,7 @@
  */
 import type { Branch, Hooks, RunInfo } from "../pipeline/hooks.ts";
 import type { CacheStrategy } from "../cache/strategy.ts";
-import { CacheStore } from "../cache/strategy.ts";
+import { CacheStore, hooksAsCache } from "../cache/strategy.ts";
 import { meanAbs, relL1, sub } from "../tensor/ops.ts";
 
 export type PerBranch = Record<Branch, number | null>;
@@ -63,12 +63,7 @@ export class RedundancyRecorder {
 
   constructor() {
     const store = this.store;
-    const dist = (key: string, v: Float32Array): number | null => {
-      const prev = store.get(key);
-      const d = prev && prev.length === v.length ? relL1(v, prev) : null;
-      store.set(key, v);
-      return d;
-    };
+    const dist = (key: string, v: Float32Array): number | null => store.change(key, v);
     this.hooks = {
       beginRun: (run) => {
         this.run = run;
@@ -132,13 +127,6 @@ export class RedundancyRecorder {
 
   /** The recorder as a cache strategy for `generate({ cache })` (it computes everything). */
   asCache(): CacheStrategy {
-    const hooks = this.hooks;
-    return {
-      name: "redundancy", granularity: "none", config: {}, tag: "redundancy",
-      attach: () => ({
-        hooks,
-        report: () => ({ name: "redundancy", tag: "redundancy", config: {}, peakBytes: this.store.peak, trace: [], counters: { steps: this.rows.length }, warnings: [] }),
-      }),
-    };
+    return hooksAsCache(this.hooks, "redundancy", () => ({ peakBytes: this.store.peak, counters: { steps: this.rows.length } }));
   }
 }

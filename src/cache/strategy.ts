@@ -5,6 +5,7 @@
  * approximation) live in separate small pieces inside each strategy file.
  */
 import type { Branch, Hooks } from "../pipeline/hooks.ts";
+import { relL1 } from "../tensor/ops.ts";
 
 export type Granularity = "none" | "step" | "cfg" | "block" | "module" | "hybrid";
 
@@ -78,6 +79,24 @@ export class CacheStore {
   get currentBytes(): number {
     return this.bytes;
   }
+  /** Store `v` under `key` and return rel-L1(v, previous value), or null when there was none. */
+  change(key: string, v: Float32Array): number | null {
+    const prev = this.map.get(key);
+    const d = prev && prev.length === v.length ? relL1(v, prev) : null;
+    this.set(key, v);
+    return d;
+  }
+}
+
+/** Wrap recording hooks (which compute everything) as a strategy for `generate({ cache })`. */
+export function hooksAsCache(hooks: Hooks, tag: string, extra: () => { peakBytes?: number; counters?: Record<string, number> } = () => ({})): CacheStrategy {
+  return {
+    name: tag, granularity: "none", config: {}, tag,
+    attach: () => ({
+      hooks,
+      report: () => ({ name: tag, tag, config: {}, peakBytes: extra().peakBytes ?? 0, trace: [], counters: extra().counters ?? {}, warnings: [] }),
+    }),
+  };
 }
 
 /** Per-branch state, created fresh by `attach()`. */

@@ -16,7 +16,7 @@ import type { Branch, Hooks } from "../../pipeline/hooks.ts";
 import { generate } from "../../pipeline/pipeline.ts";
 import { gaussianNoise } from "../../pipeline/noise.ts";
 import { add, meanAbs, relL1, sub } from "../../tensor/ops.ts";
-import type { AttachedCache, CacheStrategy } from "../strategy.ts";
+import { hooksAsCache } from "../strategy.ts";
 import type { MixCacheProfile } from "../strategies/mixcache.ts";
 import { GRANULARITIES, type Gran } from "../strategies/mixcache-decision.ts";
 import { resolveSettings, type CalibrationSettings } from "./record.ts";
@@ -31,12 +31,6 @@ export interface MixCacheCalibrationOptions extends CalibrationSettings {
   bn?: number;
 }
 
-function asCache(hooks: Hooks, tag: string): CacheStrategy {
-  return {
-    name: tag, granularity: "none", config: {}, tag,
-    attach: (): AttachedCache => ({ hooks, report: () => ({ name: tag, tag, config: {}, peakBytes: 0, trace: [], counters: {}, warnings: [] }) }),
-  };
-}
 
 /** Hooks that compute everything (output = uncached) and record the per-step change rates. */
 function rateRecorder(fn: number, bn: number) {
@@ -120,13 +114,13 @@ export async function calibrateMixCache(model: LoadedModel, o: MixCacheCalibrati
     for (const seed of s.seeds) {
       const common = { model, ...input, seed, steps: N, shift: s.shift, guidance: s.guidance, sampler: s.sampler, shape: o.shape, onStep: progress };
       const rec = rateRecorder(fn, bn);
-      const ref = (await generate({ ...common, cache: asCache(rec.hooks, "calibrate-rates") })).video.data;
+      const ref = (await generate({ ...common, cache: hooksAsCache(rec.hooks, "calibrate-rates") })).video.data;
       for (const g of GRANULARITIES) rec.rates[g].forEach((v, i) => (rateAcc[g][i] ??= []).push(mean(v)));
       rec.out.forEach((v, i) => (outAcc[i] ??= []).push(v));
       for (const g of GRANULARITIES) {
         if (g === "cfg" && !(s.guidance > 1)) continue;
         for (let k = 0; k < grid.length; k++) {
-          const r = await generate({ ...common, cache: asCache(perturber(g, grid[k], eps, fn, bn, seed + 1), `calibrate-${g}`) });
+          const r = await generate({ ...common, cache: hooksAsCache(perturber(g, grid[k], eps, fn, bn, seed + 1), `calibrate-${g}`) });
           dev[g][k].push(relL1(r.video.data, ref) / eps);
         }
       }

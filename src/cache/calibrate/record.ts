@@ -24,8 +24,8 @@ import type { Branch, BranchCtx, Hooks } from "../../pipeline/hooks.ts";
 import type { LatentShape, TextEmbedding } from "../../pipeline/generate.ts";
 import { generate } from "../../pipeline/pipeline.ts";
 import type { SamplerName } from "../../schedulers/index.ts";
-import { relL1, sub } from "../../tensor/ops.ts";
-import { CacheStore, type CacheStrategy } from "../strategy.ts";
+import { sub } from "../../tensor/ops.ts";
+import { CacheStore, hooksAsCache, type CacheStrategy } from "../strategy.ts";
 
 export interface StepRecord {
   /** Index of the generation within the recorder's life (0-based). */
@@ -107,12 +107,7 @@ export class Recorder {
   constructor(readonly width: number) {
     if (!Number.isInteger(width) || width <= 0) throw new ConfigError(`recorder width must be a positive integer, got ${width}`);
     const store = this.store;
-    const dist = (key: string, v: Float32Array): number | null => {
-      const prev = store.get(key);
-      const d = prev && prev.length === v.length ? relL1(v, prev) : null;
-      store.set(key, v);
-      return d;
-    };
+    const dist = (key: string, v: Float32Array): number | null => store.change(key, v);
     this.hooks = {
       beginRun: () => {
         store.clear();
@@ -154,15 +149,7 @@ export class Recorder {
 
   /** The recorder as a cache strategy for `generate({ cache })` (it computes everything). */
   asCache(): CacheStrategy {
-    const hooks = this.hooks;
-    const store = this.store;
-    return {
-      name: "record", granularity: "none", config: {}, tag: "record",
-      attach: () => ({
-        hooks,
-        report: () => ({ name: "record", tag: "record", config: {}, peakBytes: store.peak, trace: [], counters: { records: this.records.length }, warnings: [] }),
-      }),
-    };
+    return hooksAsCache(this.hooks, "record", () => ({ peakBytes: this.store.peak, counters: { records: this.records.length } }));
   }
 }
 
