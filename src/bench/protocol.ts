@@ -78,6 +78,16 @@ export const OPERATING_POINTS: Record<string, Record<string, unknown>[]> = {
   fastercache: [{ uncond_range: 2 }, {}, { attn_range: 3, uncond_range: 8 }],
   taylorseer: [{ interval: 3 }, {}, { interval: 7 }],
   fora: [{ interval: 2 }, {}, { interval: 5 }],
+  // MixCache: presets, target speedups, and every ablation at a matched target of 2x (so the
+  // ablations compare quality at the same compute)
+  mixcache: [
+    { preset: "slow" }, {}, { preset: "fast" },
+    { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 },
+    { target_speedup: 2, trigger: false }, { target_speedup: 2, impact: false }, { target_speedup: 2, penalty: 1 },
+    { target_speedup: 2, adaptive: false }, { target_speedup: 2, choose: "error" }, { target_speedup: 2, probe: false },
+    { target_speedup: 2, only: "step" }, { target_speedup: 2, only: "cfg" }, { target_speedup: 2, only: "block" },
+  ],
+  "mixcache-plus": [{}, { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 }],
 };
 
 /** The option sets a method is benched at ({} first if the map lacks it). */

@@ -20,7 +20,7 @@
 import type { Branch, Hooks, RunInfo } from "../pipeline/hooks.ts";
 import type { CacheStrategy } from "../cache/strategy.ts";
 import { CacheStore, hooksAsCache } from "../cache/strategy.ts";
-import { meanAbs, relL1, sub } from "../tensor/ops.ts";
+import { meanAbs, sub } from "../tensor/ops.ts";
 
 export type PerBranch = Record<Branch, number | null>;
 

@@ -87,6 +87,7 @@ export const generateCommand: Command = {
           `cache ${cache.tag}, compute ${humanCount(s.macsExecuted)}/${humanCount(s.macsFull)} MACs (${s.computeSpeedup.toFixed(2)}x), ` +
           `modules computed ${s.computed.modules}/${s.total.modules}` +
           (r.cache && r.cache.peakBytes ? `, cache memory ${humanCount(r.cache.peakBytes)}B` : "") +
+          (r.cache && "full" in r.cache.counters ? `\n  steps: full ${r.cache.counters.full}, step ${r.cache.counters.step}, cfg ${r.cache.counters.cfg}, block ${r.cache.counters.block}` : "") +
           `\n  wrote ${outs.join(", ")}\n`,
         );
         for (const w of r.cache?.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
