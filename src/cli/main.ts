@@ -9,6 +9,8 @@ import { cachesCommand } from "./caches.ts";
 import { evaluateCommand } from "./evaluate.ts";
 import { calibrateCommand } from "./calibrate.ts";
 import { benchCommand } from "./bench.ts";
+import { reportCommand } from "./report.ts";
+import { viewCommand } from "./view.ts";
 
 export interface Command {
   name: string;
@@ -16,7 +18,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, benchCommand];
+const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, benchCommand, reportCommand, viewCommand];
 
 export function registerCommand(c: Command): void {
   COMMANDS.push(c);

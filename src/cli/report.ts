@@ -1,0 +1,60 @@
+/**
+ * `mixcache report DIR`: the static HTML report of a bench folder (src/bench/report.ts) in
+ * DIR/report/index.html: tables, plots (SVG + PNG), clips side by side, decision timelines, the
+ * machine section. --measure adds DIR/runtime.json first when it is missing (src/bench/machine.ts:
+ * bench/runtime.ts and, with PyTorch installed, the PyTorch eager forward for comparison).
+ */
+import { existsSync } from "node:fs";
+import { join, relative } from "node:path";
+import { UsageError } from "../errors.ts";
+import { RUNTIME_JSON, measureMachine } from "../bench/machine.ts";
+import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { HELP_FLAG, JSON_FLAG, THREADS_FLAG } from "./common.ts";
+import type { Command } from "./main.ts";
+
+const FLAGS: FlagDef[] = [
+  { name: "measure", type: "bool", doc: `when DIR/${RUNTIME_JSON} is missing, measure this machine first (bench/runtime.ts --skip-1.3b, and PyTorch eager if installed)` },
+  { ...THREADS_FLAG, doc: "threads for --measure (default: the bench's onnxruntime threads)" },
+  JSON_FLAG,
+  HELP_FLAG,
+];
+
+const quote = (s: string) => (/^[A-Za-z0-9_./,:=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+
+export const reportCommand: Command = {
+  name: "report",
+  summary: "build the static HTML report of a bench folder (tables, plots, clips, timelines)",
+  async run(argv) {
+    const a = parseArgs("report", argv, FLAGS);
+    if (a.flags.help) {
+      process.stdout.write(helpText("Usage: mixcache report DIR [--measure] [--json]", this.summary, FLAGS) + `\nWrites DIR/report/index.html (open it, or serve it with \`mixcache view DIR\`).\n`);
+      return 0;
+    }
+    if (a.positionals.length !== 1) throw new UsageError(a.positionals.length ? `report takes one folder, got ${a.positionals.length} arguments` : "report needs the bench folder", "mixcache report DIR (the --out folder of `mixcache bench`)");
+    const dir = a.positionals[0];
+    const threads = a.flags.threads as number | undefined;
+    if (threads !== undefined && threads < 1) throw new UsageError(`--threads must be at least 1, got ${threads}`);
+    // loaded on use: the plotting libraries are not needed by the other commands
+    const { buildReport, readResults } = await import("../bench/report.ts");
+    const results = readResults(dir); // fail early, before measuring
+    let measured = false;
+    if (a.flags.measure && !existsSync(join(dir, RUNTIME_JSON))) {
+      measureMachine(dir, { threads: threads ?? results.machine.ortThreads, log: (l) => process.stderr.write(`${l}\n`) });
+      measured = true;
+    }
+    const command = ["mixcache", "report", ...argv].map(quote).join(" ");
+    const r = await buildReport(dir, { command });
+    if (a.flags.json) {
+      process.stdout.write(JSON.stringify({ index: r.index, plots: r.plots.map((p) => ({ name: p.name, svg: join(r.dir, p.svg), png: p.png ? join(r.dir, p.png) : null })), gifs: r.gifs, sheets: r.sheets, png: r.pngError === null, measured, notes: r.notes }) + "\n");
+    } else {
+      const rel = relative(process.cwd(), r.index);
+      const shown = !rel || rel.startsWith("..") ? r.index : rel;
+      process.stdout.write(
+        `report: ${shown} (${r.plots.length} plots as SVG${r.pngError ? "" : " + PNG"}, ${r.gifs} clip GIF(s), ${r.sheets} contact sheet(s)${measured ? `, machine measured into ${join(dir, RUNTIME_JSON)}` : ""})\n` +
+          `  view it: mixcache view ${quote(dir)}\n`,
+      );
+      for (const n of r.notes) process.stderr.write(`note: ${n}\n`);
+    }
+    return 0;
+  },
+};

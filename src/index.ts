@@ -1,0 +1,20 @@
+/**
+ * MixCache public API (re-exports only). The package runs TypeScript through tsx, so import it from
+ * a TypeScript-aware runtime (e.g. `node --import tsx`).
+ */
+export { loadModel, inspectModel, DEFAULT_MODEL_DIR, type LoadedModel, type ModelInfo } from "./models/load.ts";
+export { generate, type GenerateOptions, type GenerateResult, type Video } from "./pipeline/pipeline.ts";
+export { denoise, type DenoiseOptions, type TextEmbedding, type LatentShape } from "./pipeline/generate.ts";
+export type { Hooks, Branch, BranchCtx, StepInfo, RunInfo } from "./pipeline/hooks.ts";
+export type { RunStats } from "./pipeline/stats.ts";
+export { makeCache, describeStrategies, STRATEGIES, type StrategyDef } from "./cache/registry.ts";
+export type { CacheStrategy, CacheReport, TraceRow } from "./cache/strategy.ts";
+export { calibrate, CALIBRATORS } from "./cache/calibrate/index.ts";
+export { makeSampler, type Sampler, type SamplerName } from "./schedulers/index.ts";
+export { openCheckpoint, openSafetensors, writeSafetensors } from "./weights/safetensors.ts";
+export { parseWanConfig, readWanConfig, type WanConfig } from "./models/wan/config.ts";
+export { WanModel } from "./models/wan/model.ts";
+export { writeVideo } from "./media/index.ts";
+export { psnrFrameMean, psnrClip, ssim } from "./metrics/quality.ts";
+export { detectAdherence, scoreAdherence } from "./metrics/adherence.ts";
+export { MixCacheError, UsageError, ConfigError, WeightsError } from "./errors.ts";
