@@ -9,6 +9,7 @@ import { MODULES, type BlockKV, type GridState, type WanModel } from "../models/
 import { makeSampler, type SamplerName } from "../schedulers/index.ts";
 import type { Branch, BranchCtx, Hooks, RunInfo, StepInfo } from "./hooks.ts";
 import { gaussianNoise } from "./noise.ts";
+import { add } from "../tensor/ops.ts";
 import { StatsCollector, type RunStats } from "./stats.ts";
 
 export interface TextEmbedding {
@@ -65,11 +66,6 @@ async function encodePrompt(model: WanModel, e: TextEmbedding): Promise<PromptSt
   return { S: e.tokens, kv };
 }
 
-function addInto(h: Float32Array, r: Float32Array): Float32Array {
-  const out = new Float32Array(h.length);
-  for (let i = 0; i < h.length; i++) out[i] = h[i] + r[i];
-  return out;
-}
 
 export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
   const { model, shape } = o;
@@ -136,7 +132,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
         for (const kind of MODULES) {
           const compute = moduleCall(i, kind);
           const r = hooks.module ? await hooks.module(ctx, i, kind, h, compute) : await compute(h);
-          h = addInto(h, r);
+          h = add(h, r); // a new array: h may be held by a cache
         }
         return h;
       };
@@ -169,7 +165,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
       for (let j = 0; j < n; j++) v[j] = vu[j] + gs * (vc[j] - vu[j]);
     }
     hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
-    x = Float32Array.from(sampler.step(i, x, v));
+    x = sampler.step(i, x, v); // a new array: strategies may hold the previous latent
     stats.endStep();
     o.onStep?.(i + 1, o.steps);
   }
