@@ -70,12 +70,13 @@ const mixcacheCalibrator: Calibrator = {
   defaultPrompts: 2,
   options: [
     { name: "grid", type: "int", default: 10, min: 2, max: 1000, doc: "steps perturbed (evenly spread, first and last included)" },
-    { name: "eps", type: "number", default: 0.05, min: 1e-6, max: 10, doc: "relative noise magnitude" },
+    { name: "mode", type: "enum", default: "reuse", values: ["reuse", "gaussian"], doc: "perturbation: the value one step earlier (reuse) or Gaussian noise of size eps (the spec's)" },
+    { name: "eps", type: "number", default: 0.05, min: 1e-6, max: 10, doc: "relative noise magnitude (gaussian mode)" },
     { name: "fn", type: "int", default: 1, min: 0, max: 1000, doc: "front compute blocks of the block granularity (match the strategy)" },
     { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "back compute blocks of the block granularity (match the strategy)" },
   ],
   async run(model, settings, opts) {
-    const profile = await calibrateMixCache(model, { ...settings, grid: opts.grid as number, eps: opts.eps as number, fn: opts.fn as number, bn: opts.bn as number });
+    const profile = await calibrateMixCache(model, { ...settings, grid: opts.grid as number, mode: opts.mode as "reuse" | "gaussian", eps: opts.eps as number, fn: opts.fn as number, bn: opts.bn as number });
     return { profile, summary: summarizeMixCache(profile) };
   },
 };
