@@ -30,6 +30,7 @@
  * Null in results: quality of `none` rows (they are the reference); adherence where the prompt
  * names no dataset attributes; summary metrics a point has no rows for.
  */
+import type { AdherenceSummary } from "../metrics/adherence.ts";
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { createRequire } from "node:module";
@@ -99,15 +100,7 @@ export interface BenchRow {
   trace?: TraceRow[];
 }
 
-export interface AdherenceAgg {
-  n: number;
-  colour: number;
-  shape: number;
-  motion: number;
-  background: number;
-  all: number;
-  mean: number;
-}
+export type AdherenceAgg = AdherenceSummary;
 
 export interface SummaryRow {
   point: string;

@@ -1,15 +1,10 @@
 import { expectedShapes, parseWanConfig, type WanConfig } from "../../src/models/wan/config.ts";
+import { mulberry32 } from "../../src/pipeline/noise.ts";
 
-/** Deterministic pseudo-random numbers (mulberry32) for test fixtures. */
+/** Deterministic pseudo-random numbers in [0, 1) (mulberry32) for test fixtures. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = mulberry32(seed);
+  return () => next() / 4294967296;
 }
 
 export function randn(r: () => number): number {
