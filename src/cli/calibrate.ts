@@ -102,7 +102,7 @@ export const calibrateCommand: Command = {
       } else {
         process.stdout.write(
           `${r.summary.join("\n")}\n` +
-          `  ${runs} uncached run(s) (${prompts.length} prompt(s) x ${seeds.length} seed(s)) in ${fmtTime(wall / 1000)}\n` +
+          `  ${runs} calibration input(s) (${prompts.length} prompt(s) x ${seeds.length} seed(s)) in ${fmtTime(wall / 1000)}\n` +
           `  wrote ${r.path}\n`,
         );
       }
