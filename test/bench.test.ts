@@ -13,6 +13,7 @@ import { RedundancyRecorder } from "../src/bench/redundancy.ts";
 import { decodePng } from "../src/media/index.ts";
 import { main } from "../src/cli/main.ts";
 import { TINY_TOKENS, makeTinyModelDir } from "./support/tinyModel.ts";
+import { capture } from "./support/capture.ts";
 
 const vocab = loadVocab(DEFAULT_VOCAB_PATH);
 let dir: string;
@@ -28,19 +29,6 @@ after(async () => {
   rmSync(out, { recursive: true, force: true });
 });
 
-/** Run fn with the CLI's stdout/stderr text captured. */
-async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
-  const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
-  let so = "", se = "";
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((so += s), true) : o(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((se += s), true) : e(s, ...rest))) as typeof process.stderr.write;
-  try {
-    return { code: await fn(), out: so, err: se };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-  }
-}
 
 /** Minimal RFC 4180 CSV line split (quoted cells with doubled quotes). */
 function csvSplit(line: string): string[] {

@@ -14,6 +14,7 @@ import { ablationLabel, isAblation, paretoData, paretoSpec, renderSvg } from "..
 import { resolveRequest, startViewer, type Viewer } from "../src/bench/viewer.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
+import { capture } from "./support/capture.ts";
 
 const EVIL = `<script>alert('x')</script> & "co"`;
 
@@ -21,19 +22,6 @@ let base: string; // holds the bench folder and a secret file beside it (what tr
 let out: string;
 let viewer: Viewer;
 
-/** Run fn with the CLI's stdout/stderr text captured. */
-async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
-  const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
-  let so = "", se = "";
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((so += s), true) : o(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((se += s), true) : e(s, ...rest))) as typeof process.stderr.write;
-  try {
-    return { code: await fn(), out: so, err: se };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-  }
-}
 
 /** A raw HTTP request (no URL normalisation, unlike fetch), so traversal attempts reach the server as sent. */
 function raw(path: string, opts: { method?: string; host?: string } = {}): Promise<{ status: number; type: string; body: string; headers: Record<string, unknown> }> {

@@ -3,9 +3,9 @@
  * temp file in the target directory that is renamed over the target only once ffmpeg succeeded,
  * so a failed or interrupted encode never leaves a broken or half-written .mp4 behind.
  */
+import { tempPathFor } from "../util/atomic.ts";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdirSync, renameSync, rmSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { renameSync, rmSync } from "node:fs";
 import { MixCacheError } from "../errors.ts";
 import { checkScale, videoToFrames, type Video } from "./frames.ts";
 import { gifDelay } from "./gif.ts";
@@ -66,13 +66,7 @@ export async function writeMp4(path: string, video: Video, opts: Mp4Options = {}
   const { frames, width, height } = videoToFrames(video, scale);
   const bin = ffmpegBin(opts.ffmpeg);
 
-  const dir = dirname(path);
-  try {
-    mkdirSync(dir, { recursive: true });
-  } catch (e) {
-    throw new MixCacheError("IO", `cannot create directory ${dir}: ${(e as Error).message}`, "choose a writable output path");
-  }
-  const tmp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+  const tmp = tempPathFor(path);
   const args = [
     "-hide_banner", "-loglevel", "error", "-y",
     "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", `${width}x${height}`, "-r", String(fps), "-i", "-",
