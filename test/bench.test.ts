@@ -12,6 +12,7 @@ import { CSV_COLUMNS, RESULTS_SCHEMA, type BenchResults } from "../src/bench/run
 import { RedundancyRecorder } from "../src/bench/redundancy.ts";
 import { decodePng } from "../src/media/index.ts";
 import { main } from "../src/cli/main.ts";
+import { parseSeeds } from "../src/cli/bench.ts";
 import { TINY_TOKENS, makeTinyModelDir } from "./support/tinyModel.ts";
 import { capture } from "./support/capture.ts";
 
@@ -235,6 +236,13 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
     assert.deepEqual(r.quality, old.quality);
     assert.equal(r.macsExecuted, old.macsExecuted);
   }
+
+  // a second seed: the seed-0 rows stay valid, only the new seed's rows run
+  const r4 = await capture(() => main([...args, "--seeds", "0,1", "--json"]));
+  assert.equal(r4.code, 0, r4.err);
+  const j4 = JSON.parse(r4.out);
+  assert.deepEqual([j4.rows_run, j4.rows_reused, j4.rows_total], [14, 14, 28]);
+  assert.deepEqual(j4.seeds, [0, 1]);
 });
 
 test("bench CLI: strict usage errors", async () => {
@@ -247,6 +255,13 @@ test("bench CLI: strict usage errors", async () => {
   assert.equal((await capture(() => main(["bench", "--steps", "1", "--model", dir]))).code, 2);
   assert.equal((await capture(() => main(["bench", "extra", "--model", dir]))).code, 2);
   assert.equal((await capture(() => main(["bench", "--frobnicate"]))).code, 2);
+  for (const seeds of ["", "0,x", "-1", "1.5", "0,0"]) {
+    const r = await capture(() => main(["bench", "--seeds", seeds, "--model", dir]));
+    assert.equal(r.code, 2, `--seeds "${seeds}"`);
+    assert.match(r.err, /--seeds/);
+  }
+  assert.deepEqual(parseSeeds("0"), [0]);
+  assert.deepEqual(parseSeeds(" 3, 1"), [3, 1]);
   const help = await capture(() => main(["bench", "--help"]));
   assert.equal(help.code, 0);
   assert.match(help.out, /--preset quick\|full/);

@@ -22,6 +22,7 @@ const FLAGS: FlagDef[] = [
   { name: "steps", type: "int", placeholder: "N", doc: "sampler steps (default: the model's, 50)" },
   { name: "prompts", type: "int", placeholder: "N", doc: "use the first N prompts of the preset's list" },
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "explicit prompt instead of the preset's list, repeatable" },
+  { name: "seeds", type: "string", placeholder: "A,B", doc: "seeds instead of the preset's (full: 0,1); rows of other seeds in the journal stay valid" },
   { name: "fresh", type: "bool", doc: "ignore and delete the journal in --out: rerun every row" },
   THREADS_FLAG,
   JSON_FLAG,
@@ -30,6 +31,16 @@ const FLAGS: FlagDef[] = [
 
 function bestAt(summary: SummaryRow[], floor: number): SummaryRow | undefined {
   return summary.filter((s) => s.method !== "none" && s.psnrFrame !== null && s.psnrFrame >= floor).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
+}
+
+/** "0,1" -> [0, 1]; each a non-negative integer, no repeats. */
+export function parseSeeds(text: string): number[] {
+  const parts = text.split(",").map((x) => x.trim());
+  const seeds = parts.map(Number);
+  const bad = parts.filter((x, i) => x === "" || !Number.isSafeInteger(seeds[i]) || seeds[i] < 0);
+  if (bad.length) throw new UsageError(`--seeds ${text}: ${bad.map((b) => `"${b}"`).join(", ")} is not a non-negative integer`, "pass comma-separated integers, e.g. --seeds 0 or --seeds 0,1");
+  if (new Set(seeds).size !== seeds.length) throw new UsageError(`--seeds ${text} lists a seed twice`, "list each seed once");
+  return seeds;
 }
 
 export const benchCommand: Command = {
@@ -60,6 +71,7 @@ export const benchCommand: Command = {
     if (nPrompts !== undefined && nPrompts < 1) throw new UsageError(`--prompts must be at least 1, got ${nPrompts}`);
     const threads = f.threads as number | undefined;
     if (threads !== undefined && threads < 1) throw new UsageError(`--threads must be at least 1, got ${threads}`);
+    const seeds = f.seeds === undefined ? undefined : parseSeeds(f.seeds as string);
     const outDir = (f.out as string | undefined) ?? join("bench-out", preset);
 
     const info = inspectModel(f.model as string | undefined);
@@ -69,7 +81,7 @@ export const benchCommand: Command = {
     try {
       const r = await runBench({
         model, outDir, preset: preset as PresetName, methods, steps, nPrompts, prompts: f.prompt as string[] | undefined,
-        fresh: Boolean(f.fresh), threads,
+        seeds, fresh: Boolean(f.fresh), threads,
         onProgress: (d, t, label) => bar.update(d, Math.max(1, t), label),
       });
       bar.done();
