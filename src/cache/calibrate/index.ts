@@ -65,7 +65,7 @@ const magcacheCalibrator: Calibrator = {
 
 const mixcacheCalibrator: Calibrator = {
   name: "mixcache",
-  summary: "impact factors I_t(psi) for step / cfg / block caching by Gaussian perturbation, plus per-step change rates",
+  summary: "impact factors I_t(psi) for step / cfg / block caching by one-step-reuse perturbation (mode=gaussian: the spec's noise), plus per-step change rates",
   source: "MixCache (arXiv 2508.12691) accuracy-impact analysis; our spec shared design/mixcache.md section 4",
   defaultPrompts: 2,
   options: [

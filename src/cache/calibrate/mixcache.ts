@@ -1,5 +1,5 @@
 /**
- * MixCache calibration: impact factors I_t(psi) by Gaussian perturbation (spec: shared
+ * MixCache calibration: impact factors I_t(psi) by perturbation (spec: shared
  * design/mixcache.md section 4; the paper's "accuracy impact" analysis as summarised).
  *
  *  1. Uncached reference generations; on the way, record the per-step change rates of the three
