@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
+import { ProgressBar } from "../src/cli/progress.ts";
 
 const run = (args: string[]) => spawnSync(process.execPath, ["bin/mixcache.js", ...args], { encoding: "utf8", timeout: 120_000 });
 const model = makeTinyModelDir(41);
@@ -67,4 +68,31 @@ test("usage errors exit 2 with a fix; runtime errors exit 1", () => {
   const missing = run(["generate", PROMPT, "--model", join(model, "nope")]);
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /does not exist/);
+});
+
+test("progress: redrawn bar on a terminal, plain rate-limited lines in a log", () => {
+  const sink = (isTTY: boolean) => {
+    const out: string[] = [];
+    return { out, stream: { isTTY, write: (s: string) => (out.push(s), true) } };
+  };
+  const tty = sink(true);
+  const bar = new ProgressBar("bench", tty.stream);
+  bar.update(1, 4);
+  bar.update(4, 4, "done");
+  assert.match(tty.out[0], /^\rbench [█░]{24} 1\/4 /);
+  assert.match(tty.out.at(-2)!, /4\/4 .*ETA 0\.0s {2}done\x1b\[K$/);
+  assert.equal(tty.out.at(-1), "\n");
+
+  const log = sink(false);
+  const every = new ProgressBar("bench   ", log.stream, undefined, 0);
+  every.update(2, 10, "point x");
+  every.update(10, 10);
+  assert.equal(log.out.length, 1, "the final update is left to the command's summary");
+  assert.match(log.out[0], /^bench 2\/10 {2}\d+\.\ds elapsed, ETA \d+\.\ds {2}point x\n$/);
+  assert.ok(!log.out[0].includes("\x1b") && !log.out[0].includes("\r"), "no terminal codes in a log");
+
+  const quiet = sink(false);
+  const slow = new ProgressBar("bench", quiet.stream); // default: a line at most every 30 s
+  for (let i = 0; i < 5; i++) slow.update(i, 10);
+  assert.deepEqual(quiet.out, [], "short runs print nothing to a log");
 });

@@ -96,6 +96,8 @@ def lr_at(args, it: int, samples: int) -> float:
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    # Denormal floats (tiny Adam moments and gradients late in training) take a slow path on x86.
+    torch.set_flush_denormal(True)
     vocab = load_vocab()
     tokens = token_list(vocab)
     train_combos, heldout = split_combos(vocab)
