@@ -15,6 +15,7 @@ import type { TeaCacheProfile } from "../src/cache/strategies/teacache.ts";
 import { polyval } from "../src/tensor/polyfit.ts";
 import { main } from "../src/cli/main.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
+import { capture } from "./support/capture.ts";
 
 const PROMPTS = ["a red circle moving right on a black background", "a blue square moving left on a black background"];
 
@@ -27,21 +28,6 @@ before(async () => {
 after(async () => {
   await model.release();
 });
-
-/** Run fn with the CLI's stdout/stderr text captured (binary writes, e.g. the test runner's own
- * serialized events, pass through untouched). */
-async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
-  const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
-  let out = "", err = "";
-  process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((out += s), true) : o(s, ...rest))) as typeof process.stdout.write;
-  process.stderr.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((err += s), true) : e(s, ...rest))) as typeof process.stderr.write;
-  try {
-    return { code: await fn(), out, err };
-  } finally {
-    process.stdout.write = o;
-    process.stderr.write = e;
-  }
-}
 
 test("recorder: output is the uncached output bit for bit; records every step and branch", async () => {
   const plain = await generate({ model, prompt: PROMPTS[0], seed: 2, steps: 4 });

@@ -1,6 +1,6 @@
-/** Shared by CLI-level tests. */
-export /** Run fn with the CLI's stdout/stderr text captured. */
-async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
+/** Run fn with the CLI's stdout/stderr text captured (shared by CLI-level tests). Binary writes,
+ * e.g. the test runner's own serialized events, pass through untouched. */
+export async function capture(fn: () => Promise<number>): Promise<{ code: number; out: string; err: string }> {
   const o = process.stdout.write.bind(process.stdout), e = process.stderr.write.bind(process.stderr);
   let so = "", se = "";
   process.stdout.write = ((s: string | Uint8Array, ...rest: never[]) => (typeof s === "string" ? ((so += s), true) : o(s, ...rest))) as typeof process.stdout.write;
