@@ -11,6 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadModel } from "../src/models/load.ts";
 import { generate } from "../src/pipeline/pipeline.ts";
+import { writeModelCard } from "../src/bench/model-eval.ts";
 
 const PY = "/usr/bin/python3";
 const hasTorch = existsSync(PY) && spawnSync(PY, ["-c", "import torch"], { encoding: "utf8" }).status === 0;
@@ -41,4 +42,30 @@ test("tools: tiny training run, resume, export, load and sample in TypeScript", 
   } finally {
     await model.release();
   }
+
+  // --init-from: continue under another head split with the same parameter shapes
+  const ckpt2 = join(dir, "tiny-1head.pt");
+  const out3 = py(["tools/train.py", "--config", "tiny-1head", "--ckpt", ckpt2, "--init-from", ckpt, "--iters", "2", "--batch", "2", "--threads", "1"]);
+  assert.match(out3, /initialised from .* \(iter 6, 12 samples, other config\)/);
+  const mdir2 = join(dir, "model-1head");
+  py(["tools/export.py", "--ckpt", ckpt2, "--out", mdir2]);
+  const training2 = JSON.parse(readFileSync(join(mdir2, "training.json"), "utf8"));
+  assert.equal(training2.iterations, 8);
+  assert.deepEqual(training2.stages, [{ num_attention_heads: 2, attention_head_dim: 12, until_samples: 12 }]);
+  const model2 = await loadModel(mdir2, { threads: 1 });
+  try {
+    assert.equal(model2.config.num_attention_heads, 1);
+    assert.equal(model2.config.attention_head_dim, 24);
+    writeModelCard(model2, null);
+    const card = readFileSync(join(mdir2, "README.md"), "utf8");
+    assert.match(card, /1 heads x 24\)/);
+    assert.match(card, /Head split over the run: 2 heads x 12 up to 12 samples; 1 heads x 24 since/);
+  } finally {
+    await model2.release();
+  }
+  // a config whose parameter shapes differ is refused with the reason
+  const bad = spawnSync(PY, ["tools/train.py", "--config", "reference", "--ckpt", join(dir, "bad.pt"), "--init-from", ckpt, "--iters", "1"], { encoding: "utf8", timeout: 120_000 });
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /parameter shapes differ from config 'reference'/);
+  assert.ok(!existsSync(join(dir, "bad.pt")));
 });

@@ -82,6 +82,10 @@ def main(argv=None):
         "loss_curve": [{"samples": r["samples"], "loss": round(r["loss"], 5)} for r in log[:: max(1, len(log) // 200)]],
         "final_loss": round(sum(r["loss"] for r in log[-10:]) / max(1, len(log[-10:])), 5) if log else None,
         "exported_weights": args.weights,
+        # earlier configs this run trained under before --init-from (same shapes, other head split)
+        "stages": [{"num_attention_heads": g["config"]["num_attention_heads"],
+                    "attention_head_dim": g["config"]["attention_head_dim"],
+                    "until_samples": g["until_samples"]} for g in state.get("stages", [])],
     })
     model, text = build_from_checkpoint(ck, args.weights)
     write_golden(os.path.join(out, "golden.safetensors"), model, text, ck["tokens"], int(ck["max_text_tokens"]), st.save)

@@ -88,6 +88,19 @@ export async function evaluateModel(model: LoadedModel, o: { n?: number; seed?: 
 
 const pct = (x: number) => `${(100 * x).toFixed(0)}%`;
 
+interface TrainingStage {
+  num_attention_heads: number;
+  attention_head_dim: number;
+  until_samples: number;
+}
+
+/** Model-card lines for the earlier head splits a run trained under (train.py --init-from). */
+function stagesNote(stages: TrainingStage[], c: { num_attention_heads: number; attention_head_dim: number }): string[] {
+  if (!stages.length) return [];
+  const parts = stages.map((g) => `${g.num_attention_heads} heads x ${g.attention_head_dim} up to ${g.until_samples.toLocaleString("en-US")} samples`);
+  return ["", `Head split over the run: ${parts.join(", then ")}; ${c.num_attention_heads} heads x ${c.attention_head_dim} since (same parameter shapes, continued with \`tools/train.py --init-from\`; see \`tools/mixcache_tools/reference_config.py\` for why).`];
+}
+
 export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null): void {
   const trPath = join(model.dir, "training.json");
   const tr = existsSync(trPath) ? JSON.parse(readFileSync(trPath, "utf8")) : null;
@@ -119,6 +132,7 @@ export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null): 
     tr
       ? `Rectified flow, logit-normal timesteps, 10% caption dropout, AdamW (lr ${tr.lr}, warm-up, cosine), gradient clipping 1, EMA ${tr.ema}, batch ${tr.batch}, on a 2-core CPU (PyTorch from Debian). **${tr.samples_seen.toLocaleString("en-US")} samples seen** (${tr.iterations} iterations) in **${(tr.wall_s / 3600).toFixed(2)} h** of training wall time; final loss ${tr.final_loss}. Exported weights: ${tr.exported_weights}.`
       : "No training record (training.json) in this folder.",
+    ...stagesNote(tr?.stages ?? [], c),
     "",
     pts.length ? "| samples | loss |\n|---:|---:|\n" + pts.map((p) => `| ${p.samples} | ${p.loss.toFixed(4)} |`).join("\n") : "",
     "",
