@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Threading on a small CPU: PyTorch's OpenMP pool and OpenBLAS's own pthread pool together
 # oversubscribe the cores (measured on 2 cores: 6.9 samples/s with both pools, 10.7 with OpenBLAS
 # single-threaded inside PyTorch's threads). Passive OpenMP waiting leaves the cores to other work.
-# With the malloc settings below the two splits are close: 11.5 samples/s as set here, 12.2 with
-# OPENBLAS_NUM_THREADS=2 and --threads 1 (long runs of the 2 x 64 reference config).
+# With the malloc settings below the two splits are close on the 2 x 64 reference config (50-iteration
+# windows of a long run): 11.2-11.9 samples/s as set here, 12.0-12.3 with OPENBLAS_NUM_THREADS=2
+# and --threads 1 (later windows of that run: 12-15).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -41,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # once with them; MIXCACHE_TRAIN_MALLOC=0 turns this off.
 _MALLOC_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(4 << 30),
                "MALLOC_TOP_PAD_": str(1 << 30)}
+
 
 def _ensure_malloc_env():
     if os.environ.get("MIXCACHE_TRAIN_MALLOC") == "0" or all(k in os.environ for k in _MALLOC_ENV):
