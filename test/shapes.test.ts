@@ -14,15 +14,17 @@ import {
   Mulberry32,
   parseCaption,
   render,
-  sampleClip,
   splitCombos,
   trajectory,
   type Attrs,
   type ClipTensor,
   type Vocab,
 } from "../src/data/shapes.ts";
+import { sampleClip } from "../src/data/datasets.ts";
 import { aggregateAdherence, detectAdherence, evaluateAdherence, scoreAdherence, type AdherenceSummary } from "../src/metrics/adherence.ts";
 import { MixCacheError } from "../src/errors.ts";
+import { createHash } from "node:crypto";
+import { datasetVocab } from "../src/data/shapes.ts";
 
 const vocab = loadVocab();
 const golden = JSON.parse(readFileSync(fileURLToPath(new URL("./golden/shapes.json", import.meta.url)), "utf-8"));
@@ -103,7 +105,60 @@ test("golden parity: sampled clips (attrs, trajectory, pixels, checksums) match 
     assert.ok(Math.abs(sum - g.sum) <= 1e-6, `${where} sum ${sum} vs ${g.sum}`);
     assert.ok(Math.abs(wsum - g.weighted_sum) <= 1e-6, `${where} weighted sum ${wsum} vs ${g.weighted_sum}`);
     assert.ok(Math.abs(asum - g.abs_sum) <= 1e-6, `${where} abs sum ${asum} vs ${g.abs_sum}`);
+    assert.equal(clipSha(clip), g.sha256, `${where}: float32 bytes differ from Python`);
   }
+});
+
+/** sha256 of a clip's float32 bytes, little-endian (the Python golden writes "<f4"). */
+const clipSha = (clip: ClipTensor) => createHash("sha256").update(Buffer.from(clip.data.buffer, clip.data.byteOffset, clip.data.byteLength)).digest("hex");
+
+test("golden parity (textures): combos, held-out split and clips match Python bit for bit", () => {
+  const tv = datasetVocab(vocab, "textures");
+  const g = golden.textures;
+  const combos = allCombos(tv);
+  const [train, heldout] = splitCombos(tv);
+  assert.equal(combos.length, g.n_combos);
+  assert.equal(train.length, g.n_train);
+  const caps = heldout.map((a) => caption(tv, a));
+  assert.deepEqual(caps.slice(0, 12), g.heldout_first);
+  assert.equal(createHash("sha256").update(caps.join("\n"), "utf-8").digest("hex"), g.heldout_sha256);
+  const backgrounds = new Set<string>();
+  const patterns = new Set<string>();
+  for (const c of g.clips) {
+    const { attrs, clip } = sampleClip(tv, c.combos === "train" ? train : combos, c.seed);
+    assert.deepEqual(attrs, c.attrs, `seed ${c.seed}`);
+    assert.equal(caption(tv, attrs), c.caption);
+    assert.deepEqual(clip.dims, c.shape);
+    assert.equal(clipSha(clip), c.sha256, `seed ${c.seed} (${c.caption}): float32 bytes differ from Python`);
+    backgrounds.add(attrs.background);
+    patterns.add(attrs.pattern ?? "");
+  }
+  // the golden clips cover every texture and pattern
+  assert.deepEqual([...backgrounds].sort(), Object.keys(tv.backgrounds).sort());
+  assert.deepEqual([...patterns].sort(), [...(tv.patterns ?? [])].sort());
+});
+
+test("textures: the caption fixes the class, the clip's random stream the instance", () => {
+  const tv = datasetVocab(vocab, "textures");
+  const combos = allCombos(tv);
+  // two seeds that draw the same combination give different pixels (the instance is random) ...
+  const bySeed = new Map<string, number>();
+  let pair: [number, number] | null = null;
+  for (let seed = 0; seed < 5000 && !pair; seed++) {
+    const k = caption(tv, sampleClip(tv, combos, seed).attrs);
+    const prev = bySeed.get(k);
+    if (prev !== undefined) pair = [prev, seed];
+    else bySeed.set(k, seed);
+  }
+  assert.ok(pair, "two seeds with one combination");
+  const a = sampleClip(tv, combos, pair[0]).clip.data;
+  const b = sampleClip(tv, combos, pair[1]).clip.data;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) diff++;
+  assert.ok(diff > a.length * 0.2, `same caption, different seeds: ${diff} of ${a.length} values differ`);
+  // ... and the textures caption parses back to its attributes, pattern included
+  for (const attrs of combos.slice(0, 200)) assert.deepEqual(parseCaption(tv, caption(tv, attrs)), attrs);
+  assert.equal(parseCaption(tv, "a small red circle moving left on a grass background"), null, "pattern missing");
 });
 
 test("parseCaption: round-trips every combination and rejects non-template captions", () => {

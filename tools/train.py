@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Train the reference model (rectified flow) on the procedural shapes dataset. Resumable.
+"""Train a reference model (rectified flow) on a procedural dataset. Resumable.
 
     /usr/bin/python3 tools/train.py                     # train / resume checkpoints/reference.pt
+    /usr/bin/python3 tools/train.py --dataset textures  # the textures model: checkpoints/textures.pt
     /usr/bin/python3 tools/train.py --max-minutes 120   # stop (with a checkpoint) after 2 hours
     nohup nice -n 10 /usr/bin/python3 tools/train.py > train.log 2>&1 &   # in the background
 
@@ -59,7 +60,7 @@ if __name__ == "__main__":
 import numpy as np
 import torch
 
-from mixcache_tools.dataset import load_vocab, sample_clip, split_combos
+from mixcache_tools.dataset import DATASETS, dataset_vocab, load_vocab, sample_clip, split_combos
 from mixcache_tools.reference_config import CONFIGS
 from mixcache_tools.text import encode, token_list
 from mixcache_tools.wan import TextEncoder, WanConfig, WanTransformer3DModel
@@ -68,10 +69,15 @@ from mixcache_tools.wan import TextEncoder, WanConfig, WanTransformer3DModel
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="reference", choices=sorted(CONFIGS))
-    p.add_argument("--ckpt", default="checkpoints/reference.pt", help="checkpoint to resume from and write")
+    p.add_argument("--dataset", default="shapes", choices=DATASETS,
+                   help="training data (data/vocab.json): shapes (the reference model) or textures")
+    p.add_argument("--ckpt", default="",
+                   help="checkpoint to resume from and write (default checkpoints/reference.pt for shapes, "
+                        "checkpoints/textures.pt for textures)")
     p.add_argument("--init-from", metavar="CKPT", default="",
                    help="when --ckpt does not exist yet: start from CKPT's weights, optimizer and counters "
-                        "although its config differs (the parameter shapes must match, e.g. a new head split)")
+                        "although its config or dataset differs (the transformer's parameter shapes must match, "
+                        "e.g. a new head split; token embedding rows are carried over by word)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr", type=float, default=1e-4, help="cosine floor reached at --total-samples")
@@ -122,6 +128,39 @@ def load_optimizer(opt, opt_sd: dict):
     opt.load_state_dict(opt_sd)
 
 
+TOKEN_KEY = "text_encoder.token_embedding.weight"
+
+
+def remap_tokens(ck: dict, tokens: list, model, text) -> None:
+    """--init-from across vocabularies: rebuild the token embedding of CKPT (weights, EMA and Adam
+    moments) for `tokens`, carrying every word's row over by name; new words keep this run's
+    initialisation (moments zero). A no-op when the token lists agree."""
+    old = ck.get("tokens")
+    if old == tokens or old is None:
+        return
+    pos = {w: i for i, w in enumerate(old)}
+    fresh = text.token_embedding.weight.detach().clone()
+
+    def rebuild(t: torch.Tensor, init: torch.Tensor) -> torch.Tensor:
+        out = init.clone().to(t.dtype)
+        for i, w in enumerate(tokens):
+            if w in pos:
+                out[i] = t[pos[w]]
+        return out
+
+    for which in ("model", "ema"):
+        ck[which][TOKEN_KEY] = rebuild(ck[which][TOKEN_KEY], fresh)
+    # the optimizer's parameter ids follow `params`: transformer, then text encoder parameters
+    names = [n for n, _ in model.named_parameters()] + ["text_encoder." + n for n, _ in text.named_parameters()]
+    pid = names.index(TOKEN_KEY)
+    st = ck["optimizer"]["state"].get(pid)
+    if st is not None:
+        for k in ("exp_avg", "exp_avg_sq"):
+            st[k] = rebuild(st[k], torch.zeros_like(fresh))
+    carried = sum(1 for w in tokens if w in pos)
+    print(f"token embedding: {carried} of {len(tokens)} words carried over from the old vocabulary", flush=True)
+
+
 def lr_at(args, it: int, samples: int) -> float:
     if it < args.warmup:
         return args.lr * (it + 1) / args.warmup
@@ -131,10 +170,12 @@ def lr_at(args, it: int, samples: int) -> float:
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.ckpt:
+        args.ckpt = "checkpoints/reference.pt" if args.dataset == "shapes" else f"checkpoints/{args.dataset}.pt"
     torch.set_num_threads(args.threads)
     # Denormal floats (tiny Adam moments and gradients late in training) take a slow path on x86.
     torch.set_flush_denormal(True)
-    vocab = load_vocab()
+    vocab = dataset_vocab(load_vocab(), args.dataset)
     tokens = token_list(vocab)
     train_combos, heldout = split_combos(vocab)
     cfg = CONFIGS[args.config]
@@ -148,6 +189,9 @@ def main(argv=None):
         ck = torch.load(args.ckpt, map_location="cpu")
         if ck["config"] != cfg.to_json():
             sys.exit(f"error: {args.ckpt} was trained with a different config; use --config or another --ckpt")
+        if ck.get("dataset", "shapes") != args.dataset:
+            sys.exit(f"error: {args.ckpt} was trained on the {ck.get('dataset', 'shapes')!r} dataset, not "
+                     f"{args.dataset!r}; use --dataset {ck.get('dataset', 'shapes')} or another --ckpt")
         load_all(model, text, ck["model"])
         load_all(ema_model, ema_text, ck["ema"])
         load_optimizer(opt, ck["optimizer"])
@@ -159,6 +203,7 @@ def main(argv=None):
         if not os.path.exists(args.init_from):
             sys.exit(f"error: --init-from {args.init_from}: no such checkpoint")
         ck = torch.load(args.init_from, map_location="cpu")
+        remap_tokens(ck, tokens, model, text)
         want = {k: tuple(v.shape) for k, v in state_dict_all(model, text).items()}
         have = {k: tuple(v.shape) for k, v in ck["model"].items()}
         if want != have:
@@ -171,7 +216,8 @@ def main(argv=None):
         load_optimizer(opt, ck["optimizer"])
         state = ck["state"]
         state.setdefault("stages", []).append(
-            {"config": ck["config"], "until_iter": state["iter"], "until_samples": state["samples"]})
+            {"config": ck["config"], "dataset": ck.get("dataset", "shapes"),
+             "until_iter": state["iter"], "until_samples": state["samples"]})
         print(f"initialised from {args.init_from} (iter {state['iter']}, {state['samples']} samples, other config); "
               f"continuing as {args.config!r} into {args.ckpt}", flush=True)
     else:
@@ -190,7 +236,8 @@ def main(argv=None):
             for pid, st in opt_sd["state"].items()
         }
         save_atomic({
-            "config": cfg.to_json(), "tokens": tokens, "max_text_tokens": vocab["max_text_tokens"],
+            "config": cfg.to_json(), "dataset": args.dataset, "tokens": tokens,
+            "max_text_tokens": vocab["max_text_tokens"],
             "model": state_dict_all(model, text), "ema": state_dict_all(ema_model, ema_text),
             "optimizer": opt_sd, "state": state, "args": vars(args),
         }, args.ckpt)

@@ -1,6 +1,7 @@
 /**
- * The procedural "shapes" dataset, mirrored from tools/mixcache_tools/dataset.py: one coloured
- * shape moving over a plain background. Deterministic from a seed and bit-for-bit identical to the
+ * The procedural datasets, mirrored from tools/mixcache_tools/dataset.py: "shapes" (one coloured
+ * shape moving over a plain background) and, through src/data/textures.ts, "textures" (a patterned
+ * shape over a stochastic textured background). Deterministic from a seed and bit-for-bit identical to the
  * Python generator (same Mulberry32 stream, same float64 arithmetic, same float32 rounding); the
  * parity is checked by test/shapes.test.ts against test/golden/shapes.json, written by
  * `/usr/bin/python3 tools/dataset_golden.py`.
@@ -13,8 +14,14 @@ import { MixCacheError } from "../errors.ts";
 
 export type RGB = readonly [number, number, number];
 
+/** The datasets of data/vocab.json: the top level is "shapes", its "textures" object the other. */
+export const DATASETS = ["shapes", "textures"] as const;
+export type DatasetName = (typeof DATASETS)[number];
+
 export interface Vocab {
   version: number;
+  /** which dataset a flat vocabulary describes (set by datasetVocab and in a model's vocab.json) */
+  dataset?: DatasetName;
   clip: { frames: number; height: number; width: number; fps: number };
   caption_template: string;
   shapes: string[];
@@ -25,6 +32,12 @@ export interface Vocab {
   backgrounds: Record<string, RGB>;
   heldout: { fraction: number; seed: number };
   max_text_tokens: number;
+  /** textures dataset: the shape's surface patterns, the dark shade factor, the texture colours */
+  patterns?: string[];
+  pattern_shade?: number;
+  background_detail?: Record<string, RGB>;
+  /** data/vocab.json only: the textures dataset's fields over the top level */
+  textures?: Partial<Vocab>;
 }
 
 export interface Attrs {
@@ -33,6 +46,8 @@ export interface Attrs {
   size: string;
   motion: string;
   background: string;
+  /** textures dataset only */
+  pattern?: string;
 }
 
 /** A clip tensor: `data` is float32 [3, T, H, W] (channel-major), values in [-1, 1]. */
@@ -62,6 +77,27 @@ export function loadVocab(path: string = DEFAULT_VOCAB_PATH): Vocab {
     }
   }
   return v;
+}
+
+/**
+ * The flat vocabulary of one dataset, as the Python dataset_vocab: "shapes" is the top level of
+ * data/vocab.json, "textures" the top level with its "textures" fields replacing or extending it.
+ * A flat vocabulary (a model's vocab.json) passes through when it already names that dataset.
+ */
+export function datasetVocab(vocab: Vocab, name: DatasetName): Vocab {
+  if (!(DATASETS as readonly string[]).includes(name)) {
+    throw new MixCacheError("USAGE", `unknown dataset "${name}"`, `use one of: ${DATASETS.join(", ")}`);
+  }
+  if (vocab.textures === undefined) {
+    const have = vocab.dataset ?? "shapes";
+    if (have !== name) throw new MixCacheError("VOCAB", `this vocabulary describes the ${have} dataset, not ${name}`, "pass data/vocab.json, which holds both");
+    return vocab;
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(vocab)) if (k !== "textures" && k !== "$comment") out[k] = v;
+  if (name === "textures") for (const [k, v] of Object.entries(vocab.textures)) if (k !== "$comment") out[k] = v;
+  out.dataset = name;
+  return out as unknown as Vocab;
 }
 
 /** mulberry32, identical to the Python class (uint32 arithmetic with Math.imul and >>> 0). */
@@ -95,14 +131,19 @@ function pyRound(x: number): number {
   return f % 2 === 0 ? f : f + 1;
 }
 
-/** Every attribute combination, in the fixed order shape, colour, size, motion, background. */
+/** Every attribute combination, in the fixed order shape, colour, size, motion, background (then
+ * pattern, where the vocabulary has patterns). */
 export function allCombos(vocab: Vocab): Attrs[] {
   const out: Attrs[] = [];
+  const patterns = vocab.patterns;
   for (const shape of vocab.shapes)
     for (const colour of Object.keys(vocab.colours))
       for (const size of Object.keys(vocab.sizes))
         for (const motion of Object.keys(vocab.motions))
-          for (const background of Object.keys(vocab.backgrounds)) out.push({ shape, colour, size, motion, background });
+          for (const background of Object.keys(vocab.backgrounds)) {
+            if (patterns && patterns.length) for (const pattern of patterns) out.push({ shape, colour, size, motion, background, pattern });
+            else out.push({ shape, colour, size, motion, background });
+          }
   return out;
 }
 
@@ -124,7 +165,7 @@ export function splitCombos(vocab: Vocab): [Attrs[], Attrs[]] {
   return [train, heldout];
 }
 
-function lookup<T>(table: Record<string, T>, key: string, what: string): T {
+export function lookup<T>(table: Record<string, T>, key: string, what: string): T {
   if (!Object.prototype.hasOwnProperty.call(table, key)) {
     throw new MixCacheError("VOCAB", `unknown ${what} "${key}"`, `use one of: ${Object.keys(table).join(", ")}`);
   }
@@ -154,9 +195,9 @@ export function trajectory(vocab: Vocab, attrs: Attrs, rng: Mulberry32): Array<[
   return out;
 }
 
-type InsideFn = (x: number, y: number, cx: number, cy: number, r: number) => boolean;
+export type InsideFn = (x: number, y: number, cx: number, cy: number, r: number) => boolean;
 
-function insideFn(shape: string): InsideFn {
+export function insideFn(shape: string): InsideFn {
   switch (shape) {
     case "circle":
       return (x, y, cx, cy, r) => {
@@ -218,17 +259,9 @@ export function render(vocab: Vocab, attrs: Attrs, rng: Mulberry32): ClipTensor 
   return { data, dims: [3, T, H, W] };
 }
 
-/** A clip from a seed: attributes drawn uniformly from `combos`, then position, then pixels. */
-export function sampleClip(vocab: Vocab, combos: readonly Attrs[], seed: number): { attrs: Attrs; clip: ClipTensor } {
-  if (combos.length === 0) throw new MixCacheError("USAGE", "sampleClip needs at least one combination");
-  const rng = new Mulberry32(seed);
-  const attrs = combos[Math.floor(rng.random() * combos.length)];
-  return { attrs, clip: render(vocab, attrs, rng) };
-}
-
 /** The caption of a combination: vocab.caption_template filled in. */
 export function caption(vocab: Vocab, attrs: Attrs): string {
-  const fields: Record<string, string> = { ...attrs };
+  const fields: Record<string, string> = { ...attrs } as Record<string, string>;
   return vocab.caption_template.replace(/\{(\w+)\}/g, (m, name: string) => {
     if (!(name in fields)) throw new MixCacheError("VOCAB", `caption template field {${name}} is not an attribute`);
     return fields[name];
@@ -245,6 +278,7 @@ const FIELD_TABLE: Record<string, (v: Vocab) => string[]> = {
   size: (v) => Object.keys(v.sizes),
   motion: (v) => Object.keys(v.motions),
   background: (v) => Object.keys(v.backgrounds),
+  pattern: (v) => v.patterns ?? [],
 };
 
 /**
@@ -279,6 +313,8 @@ export function parseCaption(vocab: Vocab, text: string): Attrs | null {
     if (names[i] in out && out[names[i]] !== v) return null; // a field used twice must agree
     out[names[i]] = v;
   }
-  for (const k of Object.keys(FIELD_TABLE)) if (!(k in out)) return null;
-  return { shape: out.shape, colour: out.colour, size: out.size, motion: out.motion, background: out.background };
+  for (const k of Object.keys(FIELD_TABLE)) if (!(k in out) && (k !== "pattern" || vocab.patterns?.length)) return null;
+  const attrs: Attrs = { shape: out.shape, colour: out.colour, size: out.size, motion: out.motion, background: out.background };
+  if (out.pattern !== undefined) attrs.pattern = out.pattern;
+  return attrs;
 }

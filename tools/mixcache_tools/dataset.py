@@ -1,4 +1,6 @@
-"""The procedural "shapes" dataset: one coloured shape moving over a plain background.
+"""The procedural datasets: "shapes" (one coloured shape moving over a plain background) and
+"textures" (the same shapes with a surface pattern, over a stochastic textured background; see
+textures.py).
 
 The generator is deterministic from a seed and mirrored bit-for-bit in TypeScript
 (src/data/shapes.ts); both read data/vocab.json. Keep the two in step: the golden test
@@ -46,22 +48,43 @@ class Attrs:
     size: str
     motion: str
     background: str
+    pattern: str = ""  # textures dataset only
 
     def caption(self, vocab: dict) -> str:
         return vocab["caption_template"].format(
-            size=self.size, colour=self.colour, shape=self.shape, motion=self.motion, background=self.background
+            size=self.size, colour=self.colour, shape=self.shape, motion=self.motion, background=self.background,
+            pattern=self.pattern,
         )
 
 
+DATASETS = ("shapes", "textures")
+
+
+def dataset_vocab(vocab: dict, name: str) -> dict:
+    """The flat vocabulary of one dataset. "shapes" is the top level of data/vocab.json; "textures"
+    is the top level with the fields of its "textures" object replacing or extending it. The result
+    carries "dataset": name and is what a model folder ships as vocab.json."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+    base = {k: v for k, v in vocab.items() if k not in ("textures", "$comment")}
+    if name == "textures":
+        base.update({k: v for k, v in vocab["textures"].items() if k != "$comment"})
+    base["dataset"] = name
+    return base
+
+
 def all_combos(vocab: dict) -> list[Attrs]:
-    """Every attribute combination, in the fixed order shape, colour, size, motion, background."""
+    """Every attribute combination, in the fixed order shape, colour, size, motion, background
+    (then pattern, where the vocabulary has patterns)."""
+    patterns = vocab.get("patterns") or [""]
     out = []
     for s in vocab["shapes"]:
         for c in vocab["colours"]:
             for z in vocab["sizes"]:
                 for m in vocab["motions"]:
                     for b in vocab["backgrounds"]:
-                        out.append(Attrs(s, c, z, m, b))
+                        for p in patterns:
+                            out.append(Attrs(s, c, z, m, b, p))
     return out
 
 
@@ -141,4 +164,7 @@ def sample_clip(vocab: dict, combos: list[Attrs], seed: int) -> tuple[Attrs, np.
     """A clip from a seed: attributes drawn uniformly from `combos`, then position, then pixels."""
     rng = Mulberry32(seed)
     attrs = combos[int(rng.random() * len(combos))]
+    if vocab.get("dataset") == "textures":
+        from .textures import render_textured
+        return attrs, render_textured(vocab, attrs, rng)
     return attrs, render(vocab, attrs, rng)

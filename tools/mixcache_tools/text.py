@@ -9,10 +9,12 @@ PAD = "<pad>"
 
 def token_list(vocab: dict) -> list[str]:
     """Id 0 is padding; then every word of the caption template and the attribute values, in order
-    of first appearance."""
+    of first appearance (patterns last, in the textures dataset)."""
     words: list[str] = [PAD]
     pieces = [re.sub(r"\{[a-z]+\}", " ", vocab["caption_template"])]
-    for key in ("sizes", "colours", "shapes", "motions", "backgrounds"):
+    for key in ("sizes", "colours", "shapes", "motions", "backgrounds", "patterns"):
+        if key not in vocab:
+            continue
         vals = vocab[key]
         pieces.extend(vals if isinstance(vals, list) else list(vals.keys()))
     for p in pieces:
