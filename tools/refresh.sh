@@ -4,19 +4,23 @@
 # cache calibrations (they depend on the weights), then the adherence evaluation (evaluation.json,
 # samples.png and the model card).
 #
-#   bash tools/refresh.sh [MODEL_DIR]      # default models/reference; stop the trainer first
+#   bash tools/refresh.sh [reference|textures]   # default reference; stop the trainer first
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out="${1:-models/reference}"
-if pgrep -f "tools/train.py" > /dev/null; then
-  echo "refresh: tools/train.py is running; stop it first (kill -TERM it; it checkpoints on exit)" >&2
+name="${1:-reference}"
+case "$name" in
+  reference) dataset=shapes ;;
+  textures) dataset=textures ;;
+  *) echo "refresh: unknown model '$name'; use reference or textures" >&2; exit 2 ;;
+esac
+out="models/$name"
+if pgrep -f "tools/train.py.*--dataset $dataset" > /dev/null || { [ "$dataset" = shapes ] && pgrep -f "tools/train.py" | xargs -r ps -o args= -p | grep -vq -- "--dataset"; }; then
+  echo "refresh: tools/train.py is training this model; stop it first (kill -TERM it; it checkpoints on exit)" >&2
   exit 2
 fi
-/usr/bin/python3 tools/export.py --out "$out"
-if [ "$out" = "models/reference" ]; then
-  node --import tsx --test --test-reporter=dot test/golden.test.ts
-fi
+/usr/bin/python3 tools/export.py --dataset "$dataset"
+node --import tsx --test --test-reporter=dot test/golden.test.ts
 for method in teacache magcache mixcache; do
-  npx mixcache calibrate "$method" --model "$out"
+  npx mixcache calibrate "$method" --model "$name"
 done
-npx mixcache evaluate --model "$out"
+npx mixcache evaluate --model "$name"

@@ -107,6 +107,8 @@ export interface PromptAttrs {
   motion: string;
   background: string;
   size: string | null;
+  /** textures dataset: the shape's surface pattern */
+  pattern?: string;
 }
 
 export interface BenchPrompt {
@@ -118,21 +120,26 @@ export interface BenchPrompt {
   heldout: boolean | null;
 }
 
-const comboKey = (a: Pick<Attrs, "shape" | "colour" | "size" | "motion" | "background">) => `${a.shape}|${a.colour}|${a.size}|${a.motion}|${a.background}`;
+const comboKey = (a: Pick<Attrs, "shape" | "colour" | "size" | "motion" | "background" | "pattern">) =>
+  `${a.shape}|${a.colour}|${a.size}|${a.motion}|${a.background}|${a.pattern ?? ""}`;
+
+type AttrLists = { shapes: string[]; colours: string[]; sizes: string[]; motions: string[]; backgrounds: string[]; patterns?: string[] };
 
 /** The cycled target attributes of prompt k (every value of every attribute appears early). */
-function cycleTarget(k: number, lists: { shapes: string[]; colours: string[]; sizes: string[]; motions: string[]; backgrounds: string[] }): Attrs {
+function cycleTarget(k: number, lists: AttrLists): Attrs {
   const at = <T,>(xs: T[], i: number) => xs[((i % xs.length) + xs.length) % xs.length];
-  return {
+  const out: Attrs = {
     shape: at(lists.shapes, k),
     colour: at(lists.colours, k),
     size: at(lists.sizes, k + Math.floor(k / Math.max(1, lists.sizes.length))),
     motion: at(lists.motions, k + Math.floor(k / Math.max(1, lists.motions.length))),
     background: at(lists.backgrounds, k + Math.floor(k / Math.max(1, lists.backgrounds.length))),
   };
+  if (lists.patterns?.length) out.pattern = at(lists.patterns, k + 2 * Math.floor(k / lists.patterns.length));
+  return out;
 }
 
-const MATCH_WEIGHTS = { shape: 3, colour: 3, motion: 3, background: 2, size: 1 } as const;
+const MATCH_WEIGHTS = { shape: 3, colour: 3, motion: 3, background: 2, pattern: 2, size: 1 } as const;
 
 function matchScore(a: Attrs, b: Attrs): number {
   let s = 0;
@@ -143,7 +150,7 @@ function matchScore(a: Attrs, b: Attrs): number {
 /** n deterministic bench prompts from the vocabulary; prompt k with k mod 4 = 1 is a held-out combination. */
 export function benchPrompts(vocab: Vocab, n: number): BenchPrompt[] {
   const [train, held] = splitCombos(vocab);
-  const lists = { shapes: vocab.shapes, colours: Object.keys(vocab.colours), sizes: Object.keys(vocab.sizes), motions: Object.keys(vocab.motions), backgrounds: Object.keys(vocab.backgrounds) };
+  const lists: AttrLists = { shapes: vocab.shapes, colours: Object.keys(vocab.colours), sizes: Object.keys(vocab.sizes), motions: Object.keys(vocab.motions), backgrounds: Object.keys(vocab.backgrounds), patterns: vocab.patterns };
   const used = new Set<string>();
   const out: BenchPrompt[] = [];
   for (let k = 0; out.length < n; k++) {

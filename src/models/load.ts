@@ -22,6 +22,18 @@ import type { SamplerName } from "../schedulers/index.ts";
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const DEFAULT_MODEL_DIR = join(PACKAGE_ROOT, "models", "reference");
 
+/** The embedded models, by name (`--model reference|textures|DIR`): folders under models/. */
+export const MODEL_NAMES = ["reference", "textures"] as const;
+
+/**
+ * A model argument to a folder: an embedded model's name resolves to models/NAME; anything else is
+ * a path. A local folder that happens to carry an embedded name is reached as ./NAME.
+ */
+export function resolveModelDir(nameOrDir: string = "reference"): string {
+  if ((MODEL_NAMES as readonly string[]).includes(nameOrDir)) return join(PACKAGE_ROOT, "models", nameOrDir);
+  return resolve(nameOrDir);
+}
+
 export interface ModelDefaults {
   sampler: SamplerName;
   steps: number;
@@ -65,11 +77,12 @@ function readJson(path: string): Record<string, unknown> {
 
 /** Resolve a model folder and read its description without loading weights. */
 export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
-  const abs = resolve(dir);
+  const abs = resolveModelDir(dir);
   if (!existsSync(abs)) {
-    if (abs === DEFAULT_MODEL_DIR)
-      throw new MixCacheError("MODEL_NOT_FOUND", `the embedded reference model is not in this checkout (${abs})`, "train and export it: /usr/bin/python3 tools/train.py, then /usr/bin/python3 tools/export.py (see tools/README.md), or pass --model DIR");
-    throw new MixCacheError("MODEL_NOT_FOUND", `model folder ${abs} does not exist`, "pass --model with a MixCache or diffusers Wan2.1 folder");
+    const name = MODEL_NAMES.find((n) => abs === join(PACKAGE_ROOT, "models", n));
+    if (name)
+      throw new MixCacheError("MODEL_NOT_FOUND", `the embedded ${name} model is not in this checkout (${abs})`, `train and export it: /usr/bin/python3 tools/train.py${name === "reference" ? "" : ` --dataset ${name}`}, then /usr/bin/python3 tools/export.py${name === "reference" ? "" : ` --dataset ${name}`} (see tools/README.md), or pass --model DIR`);
+    throw new MixCacheError("MODEL_NOT_FOUND", `model folder ${abs} does not exist`, `pass --model with ${MODEL_NAMES.join(" or ")} or a MixCache or diffusers Wan2.1 folder`);
   }
   const transformerDir = existsSync(join(abs, "transformer", "config.json")) ? join(abs, "transformer") : abs;
   if (!existsSync(join(transformerDir, "config.json")))
