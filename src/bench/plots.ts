@@ -161,7 +161,7 @@ export function paretoData(r: BenchResults): ParetoData {
   return { points, top, bottom, xMin, xMax, clipped: points.filter((p) => p.clipped).length, cap };
 }
 
-/** Aim of the design doc (section 6): 2.5x compute at PSNR >= 30 dB. */
+/** Aim of docs/design/evaluation.md section 6: 2.5x compute at PSNR >= 30 dB. */
 export const AIM = { speedup: 2.5, psnr: 30 } as const;
 
 export function paretoSpec(r: BenchResults): TopLevelSpec {

@@ -1,6 +1,6 @@
 /**
  * Flow-matching Euler sampler: diffusers `FlowMatchEulerDiscreteScheduler.step`
- * (diffusers scheduling_flow_match_euler_discrete.py; wan21.md §4.1, §4.3).
+ * (diffusers scheduling_flow_match_euler_discrete.py; docs/design/wan21.md §4.1, §4.3).
  *
  *   x_{i+1} = x_i + (σ_{i+1} − σ_i)·v_i, in float32 like diffusers (dt is a float32 scalar).
  *

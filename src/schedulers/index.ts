@@ -1,5 +1,5 @@
 /**
- * Flow-matching samplers for the Wan2.1 runtime (reference: wan21.md §4).
+ * Flow-matching samplers for the Wan2.1 runtime (design: docs/design/wan21.md §4).
  *
  * Sampling loop (CFG combined by the caller, §4.2):
  *

@@ -1,5 +1,5 @@
 /**
- * Flow-matching sigma / timestep grids for the Wan2.1 samplers (reference: wan21.md §4.1).
+ * Flow-matching sigma / timestep grids for the Wan2.1 samplers (design: docs/design/wan21.md §4.1).
  *
  * Convention: x_σ = (1−σ)·x0 + σ·ε, the model predicts v ≈ ε − x0. Both grids are strictly
  * decreasing, have N+1 sigmas with σ_N = 0, and N model timesteps. Sigma values are float32 values
@@ -74,7 +74,7 @@ function checkDecreasing(sigmas: Float64Array, what: string, steps: number, shif
 
 /**
  * Grid of diffusers `UniPCMultistepScheduler.set_timesteps` with use_flow_sigmas=True,
- * final_sigmas_type="zero" (diffusers scheduling_unipc_multistep.py; wan21.md §4.1):
+ * final_sigmas_type="zero" (diffusers scheduling_unipc_multistep.py; docs/design/wan21.md §4.1):
  * σ_base = linspace(1, 1/1000, N+1)[:-1] (float64), σ = shift_s(σ_base), σ_0 −= 1e-6 if within
  * 1e-6 of 1, t_i = trunc(1000·σ_i) from the float64 σ, then σ_N = 0 and all σ cast to float32.
  */
@@ -97,7 +97,7 @@ export function unipcFlowGrid(steps: number, shift: number): SigmaGrid {
 
 /**
  * Grid of diffusers `FlowMatchEulerDiscreteScheduler` (use_dynamic_shifting=False; diffusers
- * scheduling_flow_match_euler_discrete.py; wan21.md §4.1). `__init__` builds float32 sigmas
+ * scheduling_flow_match_euler_discrete.py; docs/design/wan21.md §4.1). `__init__` builds float32 sigmas
  * linspace(1, 1000, 1000)[::-1]/1000 and shifts them in float32, giving σ_max = shift_s(1) and
  * σ_min = shift_s(1/1000); `set_timesteps` takes linspace(1000·σ_max, 1000·σ_min, N)/1000 in
  * float64, applies shift_s again, casts to float32 and appends 0; timesteps = float32(1000·σ_i).

@@ -2,7 +2,7 @@
  * UniPC multistep sampler, flow variant: diffusers `UniPCMultistepScheduler` configured as Wan2.1
  * uses it (prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift, solver_order=2,
  * solver_type="bh2", predict_x0=True, lower_order_final=True, final_sigmas_type="zero", no disabled
- * correctors). Formulas: wan21.md §4.4, from diffusers scheduling_unipc_multistep.py (`step`,
+ * correctors). Formulas: docs/design/wan21.md §4.4, from diffusers scheduling_unipc_multistep.py (`step`,
  * `convert_model_output`, `multistep_uni_p_bh_update`, `multistep_uni_c_bh_update`); the original
  * Wan `wan/utils/fm_solvers_unipc.py` uses the same update formulas.
  *

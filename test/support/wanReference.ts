@@ -1,6 +1,6 @@
 /**
  * An independent, slow, plainly written Wan2.1 forward in float64 loops, used only as the oracle
- * for the ONNX stage graphs. It follows the reference notes (wan21.md section 2) directly and
+ * for the ONNX stage graphs. It follows the design notes (docs/design/wan21.md section 2) directly and
  * shares no code with src/models/wan/graphs.ts.
  */
 import type { WanConfig } from "../../src/models/wan/config.ts";

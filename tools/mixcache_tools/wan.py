@@ -1,7 +1,7 @@
 """Wan2.1 text-to-video transformer in plain PyTorch, with the diffusers `WanTransformer3DModel`
 parameter names, so the exported safetensors load in the TypeScript runtime (and in diffusers).
 
-Written from the description in shared reference notes (diffusers transformer_wan.py semantics):
+Written from the description in docs/design/wan21.md (diffusers transformer_wan.py semantics):
 patch embedding (Conv3d), sinusoidal timestep features (cos first), time MLP and 6-way modulation,
 text projection (Linear-GELU(tanh)-Linear), blocks of self-attention (q/k RMSNorm across heads,
 3D RoPE on interleaved pairs), cross-attention (affine LayerNorm, no gate) and a GELU(tanh) FFN,

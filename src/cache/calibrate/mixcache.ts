@@ -1,13 +1,14 @@
 /**
- * MixCache calibration: impact factors I_t(psi) by perturbation (spec: shared
- * design/mixcache.md section 4; the paper's "accuracy impact" analysis as summarised).
+ * MixCache calibration: impact factors I_t(psi) by perturbation (design: docs/design/mixcache.md
+ * section 4; the paper's "accuracy impact" analysis as summarised).
  *
  *  1. Uncached reference generations; on the way, record the per-step change rates of the three
  *     cached quantities (body residual R, guidance delta G = v_u - v_c, middle residual M) and of
- *     the output, which the target-speedup planner and the bench's redundancy plot use.
+ *     the output, stored in the profile for inspection (the strategy measures its own rates
+ *     online, and the bench's redundancy plot records its own signals, bench/redundancy.ts).
  *  2. For a grid of steps t and each granularity psi, re-run with the quantity psi reuses replaced
  *     at step t and measure rel-L1(output, reference). Default perturbation (our change): the
- *     value one step earlier, i.e. the structured error a cache really makes. The spec's Gaussian
+ *     value one step earlier, i.e. the structured error a cache really makes. The paper's Gaussian
  *     noise of relative size eps (mode "gaussian") underestimated the CFG delta's impact ~10x on
  *     the reference model: i.i.d. noise is largely denoised away, a stale G is not.
  *  3. I_t(psi) = deviation / (relative size of the perturbation), linearly interpolated between
@@ -72,7 +73,7 @@ function rateRecorder(fn: number, bn: number) {
 /**
  * Hooks that compute everything but perturb, at step `at`, the quantity `gran` reuses. `reuse`
  * (default): replace it by its value one step earlier, i.e. the error a one-step cache really
- * makes; `gaussian`: true value + i.i.d. noise of relative size eps (the spec's procedure).
+ * makes; `gaussian`: true value + i.i.d. noise of relative size eps (the paper's procedure, as summarised).
  * `size` receives the relative size of the perturbation actually applied (rel-L1 to the truth).
  */
 function perturber(gran: Gran, at: number, mode: "reuse" | "gaussian", eps: number, fn: number, bn: number, seed: number, size: number[]): Hooks {

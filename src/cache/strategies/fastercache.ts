@@ -26,12 +26,13 @@
  *
  * Deviations:
  * - Wan issues separate cond / uncond calls. diffusers' denoiser hook assumes a batch of
- *   [uncond, cond] (peers.md 1.9) and approximates attention only on cond-only batches; here each
- *   branch keeps its own attention state, and a module extrapolates only while its cache follows the
- *   schedule (its last compute at the latest multiple of r); an uncond branch that was skipped by
- *   CFG-Cache recomputes its attention instead of extrapolating over a longer gap.
+ *   [uncond, cond] (diffusers hooks/faster_cache.py) and approximates attention only on cond-only
+ *   batches; here each branch keeps its own attention state, and a module extrapolates only while
+ *   its cache follows the schedule (its last compute at the latest multiple of r); an uncond branch
+ *   that was skipped by CFG-Cache recomputes its attention instead of extrapolating over a longer
+ *   gap.
  * - diffusers also pushes approximated outputs into the two-slot cache; we extrapolate from the last
- *   two *computed* outputs (paper; peers.md 1.9).
+ *   two *computed* outputs (the paper's rule).
  * - The low and high deltas are held as one spectrum plus two scalar factors (identical values,
  *   half the memory of two masked spectra).
  * - Our module seam returns the gated residual, so the extrapolation is of gate x attention.

@@ -1,13 +1,14 @@
 /**
  * MixCache decision logic, kept apart from the tensors so it can be unit tested on synthetic
- * signals (design: shared design/mixcache.md sections 5-6, our README's MixCache section).
+ * signals (design: docs/design/mixcache.md sections 5-6).
  *
  *  - Trigger (context-aware, "when"): caching is off until at least `minWarmup` steps are done and
  *    the relative change of the model output between consecutive full steps stayed below
  *    `triggerTau` for `triggerPatience` consecutive full steps; once on, it stays on.
  *  - Hybrid decision ("which"): P(psi) = D(psi) * I_t(psi) * (penalty if psi was the last cached
- *    granularity) over the granularities whose cache exists; psi* = argmin P [summary of the paper:
- *    argmin of D x I, 5x penalty on a repeat].
+ *    granularity) over the granularities whose cache exists; psi* = argmin P / saved compute when
+ *    `saved` is given (the strategy's default, choose=efficiency: ours), else argmin P (choose=error,
+ *    the paper's rule as summarised: argmin of D x I, 5x penalty on a repeat).
  *  - Joint scheduling: cache with psi* if consecutive < maxInterval and E + P(psi*) <= budget;
  *    otherwise a full step refreshes every cache and resets E and the run of cached steps.
  *  - Adaptive interval: at a full step, dev = rel(predicted, fresh) of the granularity used last;
@@ -61,7 +62,7 @@ export interface Choice {
   score: Partial<Record<Gran, number>>;
 }
 
-/** argmin over available granularities of D x I x (penalty on a repeat); ties go to the larger saving (step, cfg, block order). */
+/** argmin over available granularities of D x I x (penalty on a repeat), divided by the saved compute when `saved` is given; ties go to the larger saving (step, cfg, block order). */
 export function chooseGranularity(c: ChoiceInput): Choice {
   const P: Partial<Record<Gran, number>> = {};
   const score: Partial<Record<Gran, number>> = {};

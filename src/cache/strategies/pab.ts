@@ -17,7 +17,8 @@
  * Deviations:
  * - Per-branch state (cond / uncond each keep their own counter and cache). The diffusers hook keeps
  *   one plain state per module, so with a pipeline that issues separate CFG calls (Wan) its
- *   counter advances twice a step and the branches share a cached tensor (peers.md 1.8).
+ *   counter advances twice a step and the branches share a cached tensor (read from the diffusers
+ *   hook code; Wan is not among the pipelines diffusers tests PAB with).
  * - The counter is the step index, as diffusers' per-call iteration is when each module runs once a
  *   step; one window is shared by all kinds (diffusers' three windows all default to (100, 800)).
  * - Our module seam returns the gated residual (the adaLN gate is inside the module stage), so a

@@ -11,7 +11,8 @@
  * forecast step d steps after the last full step the module returns sum_k F_k d^k / k!.
  *
  * Memory: (O + 1) x 3 x L tensors per CFG branch (every factor of every module); that cost is the
- * method's known weak point (peers.md 1.7) and is what report().peakBytes shows.
+ * method's known weak point (memory reports in Shenyi-Z/TaylorSeer issues #5 and #36) and
+ * is what report().peakBytes shows.
  *
  * Deviations:
  * - Schedule: diffusers computes at steps with (i - disable_cache_before_step - 1) % interval == 0

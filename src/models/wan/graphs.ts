@@ -1,6 +1,6 @@
 /**
  * Wan2.1 stage graphs, one builder per stage (diffusers transformer_wan.py semantics; see
- * shared reference wan21.md section 2). The pipeline calls them in order; the seams between calls
+ * docs/design/wan21.md section 2). The pipeline calls them in order; the seams between calls
  * are where caches hook in. Every module graph returns its gated residual contribution, so the
  * caller owns the residual stream: x <- x + sa(x); x <- x + ca(x); x <- x + ffn(x).
  */
