@@ -10,6 +10,7 @@ export type ErrorCode =
   | "MODEL_NOT_FOUND"
   | "VOCAB" // prompt word outside the model's vocabulary
   | "IO"
+  | "MEMORY" // the run would not fit in this machine's memory (estimated before it starts)
   | "RUNTIME"; // onnxruntime or numerical failure
 
 export class MixCacheError extends Error {

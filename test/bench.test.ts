@@ -1,20 +1,24 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadModel, type LoadedModel } from "../src/models/load.ts";
 import { generate } from "../src/pipeline/pipeline.ts";
 import { strategyNames } from "../src/cache/registry.ts";
 import { DEFAULT_VOCAB_PATH, allCombos, loadVocab, splitCombos } from "../src/data/shapes.ts";
 import { OPERATING_POINTS, PRESETS, benchPrompts, buildPoints, operatingPoints, promptAttrs, promptsFromTokenizer, resolveMethods } from "../src/bench/protocol.ts";
-import { CSV_COLUMNS, RESULTS_SCHEMA, type BenchResults } from "../src/bench/runner.ts";
+import { CSV_COLUMNS, RESULTS_SCHEMA, runBench, type BenchOptions, type BenchResults } from "../src/bench/runner.ts";
+import { LOCK_NAME, lockDir } from "../src/bench/lock.ts";
+import { MixCacheError } from "../src/errors.ts";
 import { RedundancyRecorder } from "../src/bench/redundancy.ts";
 import { decodePng } from "../src/media/index.ts";
 import { main } from "../src/cli/main.ts";
 import { parseSeeds } from "../src/cli/bench.ts";
 import { TINY_TOKENS, makeTinyModelDir } from "./support/tinyModel.ts";
 import { capture } from "./support/capture.ts";
+import { tempDir } from "./support/tmp.ts";
 
 const vocab = loadVocab(DEFAULT_VOCAB_PATH);
 let dir: string;
@@ -243,6 +247,97 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   const j4 = JSON.parse(r4.out);
   assert.deepEqual([j4.rows_run, j4.rows_reused, j4.rows_total], [14, 14, 28]);
   assert.deepEqual(j4.seeds, [0, 1]);
+});
+
+// ---------------------------------------------------------------------------------------------
+// One run per output folder
+
+const lockOpts = (outDir: string): BenchOptions => ({ model, outDir, preset: "quick", methods: ["none", "fewer-steps"], steps: 4, nPrompts: 1, threads: 1 });
+const isLockError = (pid: number) => (e: unknown): boolean => {
+  assert.ok(e instanceof MixCacheError, String(e));
+  assert.equal(e.code, "IO");
+  assert.match(e.message, new RegExp(`in use by another mixcache bench \\(pid ${pid} on `));
+  // another process: how to stop it or clear a stale lock; this process: wait for the other run
+  assert.match(e.fix ?? "", pid === process.pid ? /wait for the other run/ : new RegExp(`kill ${pid}.*remove .*bench\\.lock`));
+  return true;
+};
+
+/** A child process holding the lock of dir (test/support/signal-child.ts), once it holds it. */
+async function lockHolder(folder: string) {
+  const child = spawn(process.execPath, ["--import", "tsx", join("test", "support", "signal-child.ts"), "lock", folder], { stdio: ["ignore", "pipe", "pipe"] });
+  const exited = new Promise<number | null>((ok) => child.on("exit", ok));
+  await new Promise<void>((ok, fail) => {
+    let so = "", se = "";
+    child.stderr.on("data", (c: Buffer) => (se += c.toString()));
+    child.stdout.on("data", (c: Buffer) => {
+      so += c.toString();
+      if (so.includes("ready")) ok();
+    });
+    void exited.then((code) => fail(new Error(`lock holder exited ${code}: ${se}`)));
+  });
+  return { child, exited };
+}
+
+test("bench lock: two runners into one folder: the second fails fast, no row is written twice", async () => {
+  const folder = tempDir("mixcache-bench-lock-");
+  const [a, b] = await Promise.allSettled([runBench(lockOpts(folder)), runBench(lockOpts(folder))]);
+  assert.equal(a.status, "fulfilled", a.status === "rejected" ? String(a.reason) : "");
+  assert.equal(b.status, "rejected");
+  isLockError(process.pid)((b as PromiseRejectedResult).reason);
+  const lines = readFileSync(join(folder, "journal.jsonl"), "utf8").trimEnd().split("\n");
+  const keys = lines.map((l) => JSON.parse(l).key as string);
+  assert.equal(keys.length, new Set(keys).size, "no duplicated rows");
+  assert.equal(keys.length, (a as PromiseFulfilledResult<Awaited<ReturnType<typeof runBench>>>).value.results.session.rowsTotal);
+  assert.ok(!existsSync(join(folder, LOCK_NAME)), "released when the run ends");
+  // released on failure too: a rerun resumes everything
+  const again = await runBench(lockOpts(folder));
+  assert.equal(again.rowsRun, 0);
+});
+
+test("bench lock: held by another live process (named in the error, CLI exit 1); released on its SIGTERM", async () => {
+  const folder = tempDir("mixcache-bench-lock-");
+  const { child, exited } = await lockHolder(folder);
+  const info = JSON.parse(readFileSync(join(folder, LOCK_NAME), "utf8"));
+  assert.equal(info.pid, child.pid);
+  assert.equal(info.host, hostname());
+  assert.ok(!Number.isNaN(Date.parse(info.started)));
+  const t = performance.now();
+  await assert.rejects(runBench(lockOpts(folder)), isLockError(child.pid!));
+  assert.ok(performance.now() - t < 2000, "fails fast, before any generation");
+  const cli = await capture(() => main(["bench", "--model", dir, "--methods", "none", "--steps", "4", "--prompts", "1", "--out", folder, "--threads", "1"]));
+  assert.equal(cli.code, 1, cli.err);
+  assert.match(cli.err, new RegExp(`pid ${child.pid}`));
+  assert.match(cli.err, /fix: .*kill \d+.*remove .*bench\.lock/);
+  assert.ok(!existsSync(join(folder, "journal.jsonl")), "nothing written by the refused runs");
+  child.kill("SIGTERM");
+  assert.equal(await exited, 143);
+  assert.ok(!existsSync(join(folder, LOCK_NAME)), "the holder removed its lock on SIGTERM");
+  assert.equal((await runBench(lockOpts(folder))).results.session.complete, true);
+});
+
+test("bench lock: a stale lock (dead pid on this host) is taken over with a note; another host's is refused", async () => {
+  const folder = tempDir("mixcache-bench-lock-");
+  const deadPid = await new Promise<number>((ok) => {
+    const c = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+    c.on("exit", () => ok(c.pid!));
+  });
+  const lockPath = join(folder, LOCK_NAME);
+  writeFileSync(lockPath, JSON.stringify({ pid: deadPid, host: hostname(), started: "2020-01-01T00:00:00.000Z", token: "x" }));
+  const r = await runBench(lockOpts(folder));
+  assert.ok(r.results.session.warnings.some((w) => w.includes(`took over a stale lock`) && w.includes(`pid ${deadPid}`)), r.results.session.warnings.join("; "));
+  assert.ok(!existsSync(lockPath));
+  // another host: cannot be checked, so it is refused with how to remove it
+  writeFileSync(lockPath, JSON.stringify({ pid: process.pid, host: "elsewhere.example", started: "2020-01-01T00:00:00.000Z", token: "y" }));
+  assert.throws(() => lockDir(folder), (e: unknown) => e instanceof MixCacheError && /pid \d+ on elsewhere\.example.*another host/.test(e.message) && /remove .*bench\.lock/.test(e.fix ?? ""));
+  assert.ok(existsSync(lockPath), "left alone");
+  // our own pid, but not a lock this process holds (a pid reused after a crash): stale
+  writeFileSync(lockPath, JSON.stringify({ pid: process.pid, host: hostname(), started: "2020-01-01T00:00:00.000Z", token: "z" }));
+  const l = lockDir(folder);
+  assert.equal(l.tookOver?.pid, process.pid);
+  assert.throws(() => lockDir(folder), isLockError(process.pid));
+  l.release();
+  l.release();
+  assert.ok(!existsSync(lockPath));
 });
 
 test("bench CLI: strict usage errors", async () => {

@@ -6,14 +6,14 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeCache } from "../src/cache/registry.ts";
 import type { AttachedCache } from "../src/cache/strategy.ts";
 import type { Branch, BranchCtx, RunInfo } from "../src/pipeline/hooks.ts";
 import { ConfigError } from "../src/errors.ts";
 import { nearestInterp, tokenNormRatio } from "../src/cache/strategies/magcache.ts";
+import { tempDir } from "./support/tmp.ts";
 
 const D = 4; // model width (temb length)
 const TOKENS = 3;
@@ -70,7 +70,7 @@ async function driveBody(a: AttachedCache, steps: number, numBlocks: number, del
 }
 
 function profileDir(ratios: { cond: number[]; uncond: number[] }): string {
-  const dir = mkdtempSync(join(tmpdir(), "mixcache-magprof-"));
+  const dir = tempDir("mixcache-magprof-");
   const meta = { method: "magcache", model: "test", steps: ratios.cond.length, shift: 3, sampler: "unipc", guidance: 5, prompts: 1, created: "2025-01-01" };
   writeFileSync(join(dir, "magcache.json"), JSON.stringify({ meta, ratios }));
   return dir;
@@ -133,7 +133,7 @@ test("magcache: ratios are nearest-interpolated per branch when the step count d
 
 test("magcache: without a profile it warns and estimates gamma online from computed residuals", async () => {
   // constant residual magnitude: online gamma = 1, so it skips up to K
-  let a = makeCache("magcache", { threshold: 0.12, max_skip: 2 }, { profilesDir: mkdtempSync(join(tmpdir(), "mixcache-empty-")) }).attach();
+  let a = makeCache("magcache", { threshold: 0.12, max_skip: 2 }, { profilesDir: tempDir("mixcache-empty-") }).attach();
   let r = await driveBody(a, 10, 4, () => 1);
   assert.ok(r.report.warnings.some((w) => /online/.test(w)));
   assert.equal(r.actions, "ffssfssfss");

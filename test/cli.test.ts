@@ -2,10 +2,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
+import { tempDir } from "./support/tmp.ts";
 import { ProgressBar } from "../src/cli/progress.ts";
 
 const run = (args: string[]) => spawnSync(process.execPath, ["bin/mixcache.js", ...args], { encoding: "utf8", timeout: 120_000 });
@@ -13,7 +13,7 @@ const model = makeTinyModelDir(41);
 const PROMPT = "a red circle moving right on a black background";
 
 test("generate --json prints exactly one JSON object and writes every output", () => {
-  const dir = mkdtempSync(join(tmpdir(), "mixcache-cli-"));
+  const dir = tempDir("mixcache-cli-");
   const gif = join(dir, "a.gif"), png = join(dir, "a.png"), trace = join(dir, "t.json");
   const r = run(["generate", PROMPT, "--model", model, "--steps", "4", "--seed", "3", "--cache", "teacache", "--cache-opt", "threshold=0.5", "--out", gif, "--out", png, "--trace", trace, "--json"]);
   assert.equal(r.status, 0, r.stderr);
@@ -33,7 +33,7 @@ test("generate --json prints exactly one JSON object and writes every output", (
 });
 
 test("the plain summary names the cache, compute and outputs; info and caches work", () => {
-  const dir = mkdtempSync(join(tmpdir(), "mixcache-cli-"));
+  const dir = tempDir("mixcache-cli-");
   const r = run(["generate", PROMPT, "--model", model, "--steps", "3", "--out", join(dir, "x.gif")]);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stdout, /3 steps in .*cache none, compute .* MACs \(1\.00x\)/);

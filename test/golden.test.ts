@@ -1,5 +1,5 @@
 /**
- * The shipped reference model against its golden file (models/reference/golden.safetensors,
+ * Each shipped model (models/reference, models/textures) against its golden file (golden.safetensors,
  * written by tools/export.py from PyTorch): text encoder, time path, text projection, patch
  * embedding, each module of block 0, the head, a full forward per CFG branch and one CFG sampler
  * step. Tolerance: max |diff| <= 2e-4 x (1 + max |ref|) (fp32 on both sides, different kernels
@@ -9,11 +9,12 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_MODEL_DIR, loadModel } from "../src/models/load.ts";
+import { MODEL_NAMES, PACKAGE_ROOT, loadModel } from "../src/models/load.ts";
 import { openSafetensors } from "../src/weights/safetensors.ts";
 import { makeSampler } from "../src/schedulers/index.ts";
 
-const GOLDEN = join(DEFAULT_MODEL_DIR, "golden.safetensors");
+// the worst check of a model, printed as one line at the end (a failing check names its own numbers)
+let worst = { name: "", diff: 0, scale: 0, share: -1, n: 0 };
 
 function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = 2e-4) {
   assert.equal(got.length, want.length, `${name}: length`);
@@ -22,14 +23,20 @@ function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, to
     diff = Math.max(diff, Math.abs(got[i] - want[i]));
     scale = Math.max(scale, Math.abs(want[i]));
   }
-  console.log(`  ${name.padEnd(16)} max|diff| ${diff.toExponential(2)}  (max|ref| ${scale.toFixed(3)})`);
   assert.ok(diff <= tol * (1 + scale), `${name}: ${diff} > ${tol} x (1 + ${scale})`);
+  const share = diff / (tol * (1 + scale));
+  worst.n++;
+  if (share > worst.share) Object.assign(worst, { name, diff, scale, share });
 }
 
-test("the runtime matches the PyTorch golden file of the shipped reference model", { skip: !existsSync(GOLDEN) && "no reference model in this checkout" }, async () => {
+for (const name of MODEL_NAMES) {
+const dir = join(PACKAGE_ROOT, "models", name);
+const GOLDEN = join(dir, "golden.safetensors");
+test(`the runtime matches the PyTorch golden file of the shipped ${name} model`, { skip: !existsSync(GOLDEN) && `no ${name} model in this checkout` }, async () => {
+  worst = { name: "", diff: 0, scale: 0, share: -1, n: 0 };
   const gf = openSafetensors(GOLDEN);
   const g = (k: string) => gf.readF32(k);
-  const model = await loadModel(DEFAULT_MODEL_DIR, { threads: 1 });
+  const model = await loadModel(dir, { threads: 1 });
   try {
     const tm = model.transformer;
     const meta = gf.metadata;
@@ -83,8 +90,10 @@ test("the runtime matches the PyTorch golden file of the shipped reference model
     const v = vc.map((c, i) => vu[i] + gsc * (c - vu[i]));
     const sampler = makeSampler("unipc", { steps: Number(meta.steps), shift: Number(meta.shift) });
     check("unipc step", sampler.step(0, x, v), g("step.x1"));
+    console.log(`  golden ${name}: ${worst.n} checks, worst max|diff| ${worst.diff.toExponential(2)} (${worst.name}, max|ref| ${worst.scale.toFixed(3)}, ${(worst.share * 100).toFixed(1)}% of tolerance)`);
   } finally {
     gf.close();
     await model.release();
   }
 });
+}

@@ -1,15 +1,22 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MixCacheError } from "../src/errors.ts";
+import { STALE_TEMP_MS, parseTempName, sweepStaleTemps, writeFileAtomic } from "../src/util/atomic.ts";
+import { isRegisteredTemp, pendingCleanups, registerTemp } from "../src/util/cleanup.ts";
+import { tempDir } from "./support/tmp.ts";
 import {
+  MAX_QUANT_COLOURS,
+  PNG_ZLIB_LEVEL,
   decodePng,
   encodeGif,
   encodePng,
   hasFfmpeg,
   lzwEncode,
+  quantize,
+  quantizeFrame,
   toByte,
   toRgbFrames,
   upscaleRgb,
@@ -25,7 +32,7 @@ import {
 // Helpers
 
 function tmp(): string {
-  return mkdtempSync(join(tmpdir(), "mixcache-media-"));
+  return tempDir("mixcache-media-");
 }
 
 /** No temp files left anywhere under `dir`. */
@@ -335,6 +342,76 @@ test("GIF: LZW table fills and resets (256 colours, noisy 128x128 frame)", () =>
   assert.equal(d.localTables[0], true); // 257 colours in all -> per-frame tables
 });
 
+/** Brute-force nearest palette entry, lowest index on ties (the search quantize replaced). */
+function nearestLinear(colors: number[], c: number): number {
+  let best = 0, bestD = Infinity;
+  colors.forEach((p, i) => {
+    const d = ((p >>> 16) - (c >>> 16)) ** 2 + (((p >>> 8) & 255) - ((c >>> 8) & 255)) ** 2 + ((p & 255) - (c & 255)) ** 2;
+    if (d < bestD) (bestD = d), (best = i);
+  });
+  return best;
+}
+
+function histogram(f: Uint8Array): Map<number, number> {
+  const h = new Map<number, number>();
+  for (let s = 0; s < f.length; s += 3) {
+    const c = (f[s] << 16) | (f[s + 1] << 8) | f[s + 2];
+    h.set(c, (h.get(c) ?? 0) + 1);
+  }
+  return h;
+}
+
+test("GIF quantize: every colour maps to its nearest entry, ties to the lowest index", () => {
+  const r = rng(5);
+  // coarse channel values make many equal distances
+  const hist = new Map<number, number>();
+  for (let i = 0; i < 3000; i++) {
+    const c = (Math.floor(r() * 9) * 30 << 16) | (Math.floor(r() * 9) * 30 << 8) | Math.floor(r() * 40) * 6;
+    hist.set(c, (hist.get(c) ?? 0) + 1 + Math.floor(r() * 5));
+  }
+  assert.ok(hist.size > 256 && hist.size <= MAX_QUANT_COLOURS, `${hist.size} colours`);
+  const pal = quantize(hist);
+  assert.ok(pal.colors.length <= 256);
+  assert.equal(pal.cells, undefined, "exact path: every colour in the index");
+  for (const c of hist.keys()) {
+    const i = pal.index.get(c)!;
+    if (pal.colors[i] === c) continue; // an exact (flat) entry
+    assert.equal(i, nearestLinear(pal.colors, c), `colour ${c.toString(16)}`);
+  }
+});
+
+test("GIF: many-colour frames are bounded (reduced histogram), flat colours stay exact", () => {
+  const w = 160, h = 120;
+  const r = rng(9);
+  const f = new Uint8Array(w * h * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const o = (y * w + x) * 3;
+      if (x < 40) f.set([12, 34, 56], o); // a flat band
+      else if (y < 10) f.set([250, 250, 250], o);
+      else f.set([x + Math.floor(r() * 40), y * 2 + Math.floor(r() * 30), Math.floor(r() * 256)], o);
+    }
+  const hist = histogram(f);
+  assert.ok(hist.size > MAX_QUANT_COLOURS + 128, `${hist.size} colours`);
+  // the histogram-free path gives the very same palette as quantize(histogram)
+  const a = quantize(hist), b = quantizeFrame(f);
+  assert.deepEqual(b.colors, a.colors);
+  assert.deepEqual([...b.index], [...a.index]);
+  assert.deepEqual(b.cells, a.cells);
+  assert.ok(a.cells, "many colours: 15-bit cell table");
+  const d = decodeGif(encodeGif([f, f], w, h));
+  assert.deepEqual(d.localTables, [true, true]);
+  let err = 0, n = 0;
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++) {
+      const got = pixel(d.frames[0], w, x, y), want = pixel(f, w, x, y);
+      if (x < 40 || y < 10) assert.deepEqual(got, want, `flat pixel ${x},${y}`);
+      else for (let c = 0; c < 3; c++, n++) err += Math.abs(got[c] - want[c]);
+    }
+  assert.ok(err / n < 16, `mean abs error ${err / n}`);
+  assert.deepEqual(d.frames[1], d.frames[0]);
+});
+
 test("LZW: every stream length and alphabet decodes (code-size change at the end code)", () => {
   const r = rng(11);
   for (const bits of [1, 2, 3, 5, 8]) {
@@ -401,6 +478,15 @@ test("PNG: encodePng / decodePng round trip", () => {
   const bad = png.slice();
   bad[bad.length - 20] ^= 0xff; // inside IDAT
   assert.throws(() => decodePng(bad), /CRC|PNG/);
+});
+
+test("PNG: deflate at level 6 (level 9 cost ~6x the time for ~1.5% fewer bytes)", () => {
+  assert.equal(PNG_ZLIB_LEVEL, 6);
+  const png = encodePng(new Uint8Array(64 * 64 * 3).map((_, i) => (i * 7) & 255), 64, 64);
+  const idat = Buffer.from(png).indexOf("IDAT") + 4;
+  // zlib header: CMF 0x78, FLEVEL 2 ("default", levels 6) in the top bits of FLG
+  assert.equal(png[idat], 0x78);
+  assert.equal(png[idat + 1] >> 6, 2);
 });
 
 test("contact sheet: one clip in a grid", () => {
@@ -516,6 +602,157 @@ test("writeVideo dispatches on the extension", async () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// ---------------------------------------------------------------------------------------------
+// Temp files: removed on signals and exit, swept when stale
+
+const CHILD = join("test", "support", "signal-child.ts");
+
+/** Run test/support/signal-child.ts; resolves once it printed "ready". */
+function startChild(args: string[], env: Record<string, string> = {}): Promise<{ child: ReturnType<typeof spawn>; exited: Promise<{ code: number | null; signal: string | null; stderr: string }> }> {
+  const child = spawn(process.execPath, ["--import", "tsx", CHILD, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  let stdout = "", stderr = "";
+  child.stderr!.on("data", (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<{ code: number | null; signal: string | null; stderr: string }>((ok) => child.on("exit", (code, signal) => ok({ code, signal, stderr })));
+  return new Promise((ok, fail) => {
+    const t = setTimeout(() => fail(new Error(`child not ready: ${stdout} ${stderr}`)), 60_000);
+    child.stdout!.on("data", (c: Buffer) => {
+      stdout += c.toString();
+      if (stdout.includes("ready\n")) {
+        clearTimeout(t);
+        ok({ child, exited });
+      }
+    });
+    void exited.then(({ code }) => fail(new Error(`child exited (${code}) before ready: ${stderr}`)));
+  });
+}
+
+/** Whether a process is gone (no such pid, or a zombie waiting to be reaped). */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  try {
+    return /^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test("temp registry: SIGTERM and SIGINT remove registered temps, exiting 143 / 130; so does exit", async () => {
+  const dir = tmp();
+  for (const [sig, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
+    const { child, exited } = await startChild(["temp", dir]);
+    assert.equal(readdirSync(dir).filter((f) => f.endsWith(".tmp")).length, 1, "the child's temp is there");
+    child.kill(sig);
+    const r = await exited;
+    assert.equal(r.code, code, `${sig}: ${r.stderr}`);
+    assertNoTemp(dir);
+  }
+  const exitCode = await new Promise<number | null>((ok) => spawn(process.execPath, ["--import", "tsx", CHILD, "temp-exit", dir], { stdio: "ignore" }).on("exit", ok));
+  assert.equal(exitCode, 3);
+  assertNoTemp(dir);
+  // in this process: dispose unregisters; a second registration of one path is counted
+  const p = join(dir, "x.tmp");
+  const a = registerTemp(p), b = registerTemp(p);
+  const before = pendingCleanups();
+  a();
+  assert.ok(isRegisteredTemp(p));
+  b();
+  b();
+  assert.ok(!isRegisteredTemp(p));
+  assert.equal(pendingCleanups(), before - 2);
+});
+
+test("MP4: SIGTERM mid-encode kills ffmpeg and leaves no temp (stand-in ffmpeg)", { skip: process.platform === "win32" && "needs /bin/sh" }, async () => {
+  const dir = tmp();
+  // an "ffmpeg" that takes the frames into its output (the temp) and then never finishes
+  const fake = join(dir, "fake-ffmpeg.sh");
+  writeFileSync(fake, '#!/bin/sh\nfor a in "$@"; do out="$a"; done\ncat > "$out"\necho $$ > "$(dirname "$out")/ffmpeg.pid"\nexec sleep 60\n');
+  chmodSync(fake, 0o755);
+  const out = join(dir, "out");
+  mkdirSync(out);
+  const { child, exited } = await startChild(["mp4", out, fake]);
+  await until("the stand-in to take every frame", () => existsSync(join(out, "ffmpeg.pid")));
+  const ffmpegPid = Number(readFileSync(join(out, "ffmpeg.pid"), "utf8"));
+  assert.ok(readdirSync(out).some((f) => parseTempName(f)?.target === "clip.mp4"), "encoding into a temp");
+  child.kill("SIGTERM");
+  const r = await exited;
+  assert.equal(r.code, 143, r.stderr);
+  assertNoTemp(out);
+  assert.ok(!existsSync(join(out, "clip.mp4")), "no half-written output");
+  await until("ffmpeg to be killed", () => gone(ffmpegPid));
+});
+
+test("MP4: SIGTERM mid-encode leaves no temp (real ffmpeg)", async (t) => {
+  if (!hasFfmpeg()) {
+    t.skip("ffmpeg not installed (set MIXCACHE_FFMPEG or apt-get install ffmpeg to run this)");
+    return;
+  }
+  const dir = tmp();
+  // long enough (300 frames of 256x256) that the signal lands mid-encode
+  const { child, exited } = await startChild(["mp4", dir, process.env.MIXCACHE_FFMPEG ?? "ffmpeg"], { CHILD_FRAMES: "300", CHILD_SIZE: "32" });
+  child.kill("SIGTERM");
+  const r = await exited;
+  assert.equal(r.code, 143, r.stderr);
+  assertNoTemp(dir);
+  assert.ok(!existsSync(join(dir, "clip.mp4")));
+});
+
+test("stale temps of our naming are swept before writing: dead pid or old; live and foreign ones kept", async () => {
+  const dir = tmp();
+  // a pid that is surely dead: a child that has exited
+  const deadPid = await new Promise<number>((ok) => {
+    const c = spawn(process.execPath, ["-e", ""], { stdio: "ignore" });
+    c.on("exit", () => ok(c.pid!));
+  });
+  const { child: live, exited } = await startChild(["temp", tmp()]); // a live pid
+  const now = Date.now();
+  const names = {
+    dead: `.clip.gif.${deadPid}.${now}.tmp`,
+    old: `.sheet.png.${live.pid}.${now - 3_600_000}.tmp`,
+    live: `.clip.gif.${live.pid}.${now}.tmp`,
+    ownStale: `.other.gif.${process.pid}.${now - 1000}.tmp`,
+    foreign: ".notes.tmp",
+    notOurs: "clip.gif.123.456.tmp",
+  };
+  for (const n of Object.values(names)) writeFileSync(join(dir, n), "x");
+  mkdirSync(join(dir, `.folder.${deadPid}.${now}.tmp`));
+  const old = (now - STALE_TEMP_MS - 60_000) / 1000;
+  utimesSync(join(dir, names.old), old, old);
+  assert.deepEqual(parseTempName(names.dead), { target: "clip.gif", pid: deadPid, time: now });
+  assert.equal(parseTempName(names.foreign), null);
+
+  // the first write into the folder sweeps it
+  writeGif(join(dir, "clip.gif"), makeVideo(2, 2, 2, () => 0), { scale: 1 });
+  const left = readdirSync(dir).sort();
+  for (const k of ["dead", "old", "ownStale"] as const) assert.ok(!left.includes(names[k]), `${k} temp swept`);
+  for (const k of ["live", "foreign", "notOurs"] as const) assert.ok(left.includes(names[k]), `${k} kept`);
+  assert.ok(left.includes(`.folder.${deadPid}.${now}.tmp`), "folders are not swept");
+  assert.ok(left.includes("clip.gif"));
+  // a temp this process is writing is kept; once the live writer is gone its temp goes too
+  const mine = join(dir, `.mine.bin.${process.pid}.${Date.now()}.tmp`);
+  const release = registerTemp(mine);
+  writeFileSync(mine, "x");
+  live.kill("SIGTERM");
+  await exited;
+  assert.deepEqual(sweepStaleTemps(dir).sort(), [join(dir, names.live)]);
+  assert.ok(existsSync(mine));
+  release();
+  assert.deepEqual(sweepStaleTemps(dir), [mine]);
+  writeFileAtomic(join(dir, "a.txt"), "ok");
+  assert.equal(readFileSync(join(dir, "a.txt"), "utf8"), "ok");
 });
 
 // ---------------------------------------------------------------------------------------------

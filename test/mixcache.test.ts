@@ -4,7 +4,7 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Scheduler, Trigger, actionCosts, chooseGranularity } from "../src/cache/strategies/mixcache-decision.ts";
 import { resample } from "../src/cache/strategies/mixcache.ts";
@@ -115,8 +115,12 @@ test("mixcache on a model: boundary steps (every I large) are never cached, the 
     for (const i of big) assert.equal(trace[i].action, "full", `boundary step ${i} was cached`);
     assert.equal(trace[steps - 1].action, "full", "tail step cached");
     for (const row of trace) for (const k of ["step", "timestep", "action", "triggered", "D", "I", "P", "E", "interval"]) assert.ok(k in row, `trace field ${k}`);
-    // without a profile: a warning, still runs
-    const r2 = await generate({ model, prompt: "a red circle", steps: 6, cache: makeCache("mixcache", {}, {}) });
+    // a cache made without a model folder reads the model's own profile (generate() passes it) ...
+    const r1 = await generate({ model, prompt: "a red circle", steps, cache: makeCache("mixcache", { budget: 50, trigger: false, warmup: 0 }) });
+    assert.deepEqual(r1.cache!.trace.map((row) => row.action), trace.map((row) => row.action), "the model's profile by default");
+    // ... and without a profile: a warning, still runs
+    rmSync(join(dir, "cache_profiles", "mixcache.json"));
+    const r2 = await generate({ model, prompt: "a red circle", steps: 6, cache: makeCache("mixcache", {}) });
     assert.match(r2.cache!.warnings.join(" "), /no MixCache calibration profile/);
   } finally {
     await model.release();

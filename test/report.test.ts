@@ -11,7 +11,7 @@ import { main } from "../src/cli/main.ts";
 import type { BenchResults } from "../src/bench/runner.ts";
 import { buildReport, escapeHtml, readResults } from "../src/bench/report.ts";
 import { ablationLabel, isAblation, paretoData, paretoSpec, renderSvg } from "../src/bench/plots.ts";
-import { resolveRequest, startViewer, type Viewer } from "../src/bench/viewer.ts";
+import { resolveRequest, safeLocation, startViewer, type Viewer } from "../src/bench/viewer.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
 import { capture } from "./support/capture.ts";
@@ -186,6 +186,33 @@ test("viewer: path traversal, encoded traversal, absolute paths and escaping sym
   assert.equal((await raw("/escape-dir/secret.txt")).status, 403);
   assert.equal((await raw("/inside-link.json")).status, 200, "a symlink that stays inside is served");
   assert.equal(resolveRequest(viewer.root, "http://127.0.0.1/results.json").status, 400, "absolute-form target");
+});
+
+test("viewer: folder redirects stay on this origin (no //host or /\\host Location)", async () => {
+  mkdirSync(join(out, "evil.com"), { recursive: true });
+  writeFileSync(join(out, "evil.com", "index.html"), "<!doctype html><p>inside</p>\n");
+  const sameOrigin = /^\/(?![/\\])[^\\\x00-\x1f]*$/;
+  const redirects: Array<[string, string]> = [
+    ["/report", "/report/"], ["//report", "/report/"], ["///report", "/report/"], ["/%2F%2Freport", "/report/"], ["/%2f/%2freport", "/report/"],
+    ["//evil.com", "/evil.com/"], ["/%2F%2Fevil.com", "/evil.com/"], ["//report?next=//evil.com", "/report/"], ["/report//plots", "/report/plots/"],
+  ];
+  for (const [path, want] of redirects) {
+    const r = await raw(path);
+    assert.equal(r.status, 301, path);
+    assert.equal(r.headers.location, want, path);
+    assert.match(String(r.headers.location), sameOrigin, path);
+    // what a browser does with it: same host and port
+    assert.equal(new URL(String(r.headers.location), viewer.url).origin, new URL(viewer.url).origin, path);
+  }
+  for (const path of ["/\\evil.com", "/%5C%5Cevil.com", "/%5Cevil.com", "//\\evil.com", "/%2F%5Cevil.com", "//nowhere.example", "/%2F%2Fnowhere.example"]) {
+    const r = await raw(path);
+    assert.ok([400, 403, 404].includes(r.status), `${path} -> ${r.status}`);
+    assert.equal(r.headers.location, undefined, path);
+  }
+  assert.equal((await raw("//report/")).status, 200, "a collapsed folder path is served");
+  assert.equal((await raw("//results.json")).status, 200, "a collapsed file path is served");
+  for (const [bad, good] of [["//evil.com", "/"], ["/\\evil.com", "/"], ["http://evil.com/", "/"], ["evil.com", "/"], ["/a\\b", "/"], ["/a\r\nSet-Cookie: x", "/"], ["/report/", "/report/"], ["/a%20b/", "/a%20b/"]])
+    assert.equal(safeLocation(bad), good, JSON.stringify(bad));
 });
 
 test("mixcache view: prints the URL, serves, stops on SIGINT", async () => {

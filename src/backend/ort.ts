@@ -34,6 +34,7 @@ export class StageSession {
   ) {}
 
   static async create(name: string, model: Uint8Array, opts: BackendOptions = {}): Promise<StageSession> {
+    checkThreads(opts.threads);
     const device = opts.device ?? "cpu";
     const providers = EXECUTION_PROVIDERS[device];
     if (!providers) throw new MixCacheError("USAGE", `unknown device ${device}`, `use one of: ${Object.keys(EXECUTION_PROVIDERS).join(", ")}`);
@@ -85,6 +86,23 @@ export class StageSession {
 import { availableParallelism } from "node:os";
 export function defaultThreads(): number {
   return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+/**
+ * Most intra-op threads per session: 4 x the cores. Every stage has its own session and thread
+ * pool (4 x num_layers + 4 of them), so a huge count creates that many threads per session and
+ * exhausts memory before anything runs; more threads than cores only wait on each other.
+ */
+export function maxThreads(): number {
+  return 4 * Math.max(1, availableParallelism());
+}
+
+/** The one rule for a thread count (CLI --threads and the API's BackendOptions.threads). */
+export function checkThreads(threads: number | undefined): void {
+  if (threads === undefined) return;
+  const max = maxThreads();
+  if (!Number.isInteger(threads) || threads < 1 || threads > max)
+    throw new MixCacheError("USAGE", `threads must be an integer in 1..${max} (4 x ${availableParallelism()} cores), got ${threads}`, `omit it for the default (${defaultThreads()}: the cores, at most 8) or pass 1..${max}`);
 }
 
 export const ortVersion: string = (ort.env as { versions?: { node?: string } }).versions?.node ?? "unknown";

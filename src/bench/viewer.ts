@@ -10,6 +10,11 @@
  * hidden (dot) names (403); a path that resolves outside DIR, including through a symlink whose
  * real path leaves DIR (403); a Host header other than 127.0.0.1 / localhost (403, against DNS
  * rebinding). Missing files are 404. Responses carry nosniff, no-store and a CSP without scripts.
+ *
+ * Repeated slashes (`//report`, `/%2F%2Freport`) are collapsed before the lookup. The only redirect
+ * (a folder without its trailing slash) goes to the collapsed path with every segment re-encoded,
+ * so its Location is always a path on this origin: it never starts with `//` or `/\`, which a
+ * browser would read as another host (`safeLocation`).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createReadStream, existsSync, readFileSync, realpathSync, statSync } from "node:fs";
@@ -76,7 +81,10 @@ export function resolveRequest(root: string, rawUrl: string): Resolved {
   const segments = path.split("/");
   if (segments.some((s) => s === "." || s === "..")) return { status: 403, reason: "path traversal refused" };
   if (segments.some((s) => s.startsWith("."))) return { status: 403, reason: "hidden files are not served" };
-  const file = resolve(root, `.${path}`);
+  // "//a///b" is "/a/b": empty segments are dropped (a leading "//" would be another host in a Location)
+  const parts = segments.filter((s) => s !== "");
+  if (parts.length === 0) return resolveRequest(root, "/");
+  const file = resolve(root, ...parts);
   if (file !== root && !file.startsWith(root + sep)) return { status: 403, reason: "outside the served folder" };
   let st;
   try {
@@ -85,13 +93,24 @@ export function resolveRequest(root: string, rawUrl: string): Resolved {
     return { status: 404, reason: "not found" };
   }
   if (st.isDirectory()) {
-    if (!path.endsWith("/")) return { status: 301, location: `${rawPath}/` };
+    if (!path.endsWith("/")) return { status: 301, location: safeLocation(`/${parts.map(encodeURIComponent).join("/")}/`) };
     const index = join(file, "index.html");
     if (!existsSync(index)) return { status: 404, reason: "no index.html in this folder" };
     return checkReal(root, index);
   }
   if (!st.isFile()) return { status: 404, reason: "not a regular file" };
   return checkReal(root, file);
+}
+
+/**
+ * A Location that a browser resolves on this origin: a path starting with exactly one "/" (browsers
+ * read "//host" and "/\\host" as another host), with no backslash or control characters anywhere.
+ * Anything else becomes "/".
+ */
+export function safeLocation(location: string): string {
+  if (!location.startsWith("/") || location.startsWith("//") || location.startsWith("/\\")) return "/";
+  if (/[\\\x00-\x1f\x7f]/.test(location)) return "/";
+  return location;
 }
 
 function checkReal(root: string, file: string, index = false): Resolved {
@@ -123,7 +142,7 @@ function handler(root: string, port: () => number) {
     const okHosts = [`${VIEW_HOST}:${port()}`, `localhost:${port()}`, VIEW_HOST, "localhost"];
     if (!okHosts.includes(host)) return plain(res, 403, "unexpected Host header", head);
     const r = resolveRequest(root, req.url ?? "");
-    if (r.status === 301) return plain(res, 301, "moved", head, { Location: r.location });
+    if (r.status === 301) return plain(res, 301, "moved", head, { Location: safeLocation(r.location) });
     if (r.status !== 200) return plain(res, r.status, r.reason, head);
     if (r.index) {
       // served at "/": its links are relative to report/

@@ -3,7 +3,7 @@
  */
 import { ConfigError, closest } from "../errors.ts";
 import { knobList, parseKnobs, type KnobDef, type KnobValue } from "./knobs.ts";
-import type { CacheStrategy, Granularity } from "./strategy.ts";
+import type { CacheStrategy, Granularity, StrategyEnv } from "./strategy.ts";
 import { none } from "./strategies/none.ts";
 import { fewerSteps } from "./strategies/fewer-steps.ts";
 import { teacache } from "./strategies/teacache.ts";
@@ -23,10 +23,7 @@ export interface StrategyDef {
   build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
 }
 
-/** What a strategy may read from the model folder (calibration profiles). */
-export interface StrategyEnv {
-  profilesDir?: string;
-}
+export type { StrategyEnv };
 
 export const STRATEGIES: StrategyDef[] = [none, fewerSteps, teacache, ...STEP_LEVEL, ...MODULE_LEVEL, mixcache, mixcachePlus];
 
@@ -40,10 +37,18 @@ export function findStrategy(name: string): StrategyDef {
   return def;
 }
 
-/** Build a strategy from a name and raw options (validated strictly). */
+/**
+ * Build a strategy from a name and raw options (validated strictly). `env` gives the model folder's
+ * cache_profiles/ (a loaded model works as env: makeCache("mixcache", {}, model)). Without a
+ * profilesDir the strategy carries `forModel`, and generate() builds it for the model it runs on;
+ * pass profilesDir: "" to run a strategy without any profile on purpose.
+ */
 export function makeCache(name: string, options: Record<string, unknown> = {}, env: StrategyEnv = {}): CacheStrategy {
   const def = findStrategy(name);
-  return def.build(parseKnobs(name, def.knobs, options), env);
+  const config = parseKnobs(name, def.knobs, options);
+  const built = def.build(config, env);
+  if (env.profilesDir !== undefined) return built;
+  return Object.assign(built, { forModel: (e: StrategyEnv) => def.build(config, e) });
 }
 
 export function describeStrategies(): Array<{ name: string; granularity: Granularity; summary: string; source: string; knobs: KnobDef[] }> {

@@ -40,7 +40,19 @@ export interface CacheStrategy {
   readonly tag: string;
   /** Steps actually sampled when the strategy changes the schedule (fewer-steps); else undefined. */
   readonly stepsOverride?: (steps: number) => number;
+  /**
+   * Set when the strategy was made without a model folder (makeCache without profilesDir): the
+   * same strategy and options built for a model's cache_profiles/. generate() calls it with the
+   * model it runs on, so a cache reads that model's calibration instead of none (MixCache impact
+   * factors 1) or another model's (TeaCache's Wan2.1-1.3B coefficients).
+   */
+  readonly forModel?: (env: StrategyEnv) => CacheStrategy;
   attach(): AttachedCache;
+}
+
+/** What a strategy may read from the model folder (calibration profiles). A loaded model is one. */
+export interface StrategyEnv {
+  profilesDir?: string;
 }
 
 /**

@@ -9,6 +9,34 @@ export interface FlagDef {
   type: "string" | "number" | "int" | "bool" | "list";
   doc: string;
   placeholder?: string;
+  /** Inclusive range of an "int" or "number" flag, checked at parse time (before any model loads). */
+  min?: number;
+  max?: number;
+}
+
+/** Plain decimal only: Number() alone also takes "0x10" (16), "0b11", "1e1" as an integer and " 8 ". */
+const INT_RE = /^-?[0-9]+$/;
+const NUMBER_RE = /^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/;
+
+/** The range of a flag in words, for messages and help texts. */
+export function rangeText(d: FlagDef): string {
+  if (d.min !== undefined && d.max !== undefined) return `${d.min}..${d.max}`;
+  if (d.min !== undefined) return `>= ${d.min}`;
+  if (d.max !== undefined) return `<= ${d.max}`;
+  return "";
+}
+
+/** Parse the value of an "int" or "number" flag: plain decimal, finite, within [min, max]. */
+export function parseNumberFlag(d: FlagDef, value: string): number {
+  const isInt = d.type === "int";
+  const range = rangeText(d);
+  const what = `${isInt ? "a decimal integer" : "a decimal number"}${range ? (range.includes("..") ? ` in ${range}` : ` ${range}`) : ""}`;
+  const n = Number(value);
+  if (!(isInt ? INT_RE : NUMBER_RE).test(value) || !Number.isFinite(n) || (isInt && !Number.isSafeInteger(n)))
+    throw new UsageError(`--${d.name} must be ${what}, got "${value}"`, `for example --${d.name} ${d.min ?? (isInt ? 1 : 1.5)}`);
+  if ((d.min !== undefined && n < d.min) || (d.max !== undefined && n > d.max))
+    throw new UsageError(`--${d.name} must be ${what}, got ${value}`, `pass a value ${range.includes("..") ? `in ${range}` : range}`);
+  return n;
 }
 
 export interface Parsed {
@@ -53,12 +81,8 @@ export function parseArgs(command: string, argv: string[], defs: readonly FlagDe
     if (d.type === "list") {
       const prev = (out.flags[name] as string[] | undefined) ?? [];
       out.flags[name] = [...prev, value];
-    } else if (d.type === "number" || d.type === "int") {
-      const n = Number(value);
-      if (value.trim() === "" || !Number.isFinite(n) || (d.type === "int" && !Number.isInteger(n)))
-        throw new UsageError(`--${name} must be ${d.type === "int" ? "an integer" : "a number"}, got "${value}"`);
-      out.flags[name] = n;
-    } else out.flags[name] = value;
+    } else if (d.type === "number" || d.type === "int") out.flags[name] = parseNumberFlag(d, value);
+    else out.flags[name] = value;
   }
   return out;
 }
@@ -66,7 +90,8 @@ export function parseArgs(command: string, argv: string[], defs: readonly FlagDe
 export function helpText(usage: string, summary: string, defs: readonly FlagDef[]): string {
   const rows = defs.map((d) => {
     const left = `  --${d.name}${d.type === "bool" ? "" : ` ${d.placeholder ?? d.type.toUpperCase()}`}`;
-    return `${left.padEnd(30)} ${d.doc}`;
+    const range = rangeText(d);
+    return `${left.padEnd(30)} ${d.doc}${range && !d.doc.includes(range) ? ` [${range}]` : ""}`;
   });
   return `${usage}\n\n${summary}\n\nOptions:\n${rows.join("\n")}\n`;
 }

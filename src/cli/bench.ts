@@ -10,7 +10,8 @@ import { strategyNames } from "../cache/registry.ts";
 import { PRESETS, PRESET_NAMES, resolveMethods, type PresetName } from "../bench/protocol.ts";
 import { runBench, type SummaryRow } from "../bench/runner.ts";
 import { helpText, parseArgs, type FlagDef } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG } from "./common.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, SEED_MAX, THREADS_FLAG, checkOutputDir } from "./common.ts";
+import { MAX_STEPS } from "../schedulers/index.ts";
 import { ProgressBar, fmtTime } from "./progress.ts";
 import type { Command } from "./main.ts";
 
@@ -19,10 +20,10 @@ const FLAGS: FlagDef[] = [
   { name: "methods", type: "string", placeholder: "A,B,C", doc: "methods to bench, comma-separated (default: every registered one; none always runs)" },
   MODEL_FLAG,
   { name: "out", type: "string", placeholder: "DIR", doc: "output folder (default bench-out/<preset>); reruns resume from its journal" },
-  { name: "steps", type: "int", placeholder: "N", doc: "sampler steps (default: the model's, 50)" },
-  { name: "prompts", type: "int", placeholder: "N", doc: "use the first N prompts of the preset's list" },
+  { name: "steps", type: "int", placeholder: "N", min: 2, max: MAX_STEPS, doc: "sampler steps (default: the model's, 50)" },
+  { name: "prompts", type: "int", placeholder: "N", min: 1, doc: "use the first N prompts of the preset's list" },
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "explicit prompt instead of the preset's list, repeatable" },
-  { name: "seeds", type: "string", placeholder: "A,B", doc: "seeds instead of the preset's (full: 0,1); rows of other seeds in the journal stay valid" },
+  { name: "seeds", type: "string", placeholder: "A,B", doc: `seeds in 0..${SEED_MAX} instead of the preset's (full: 0,1); rows of other seeds in the journal stay valid` },
   { name: "fresh", type: "bool", doc: "ignore and delete the journal in --out: rerun every row" },
   THREADS_FLAG,
   JSON_FLAG,
@@ -33,12 +34,12 @@ function bestAt(summary: SummaryRow[], floor: number): SummaryRow | undefined {
   return summary.filter((s) => s.method !== "none" && s.psnrFrame !== null && s.psnrFrame >= floor).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
 }
 
-/** "0,1" -> [0, 1]; each a non-negative integer, no repeats. */
+/** "0,1" -> [0, 1]; each a plain decimal integer in 0..2^32-1 (the noise seed range), no repeats. */
 export function parseSeeds(text: string): number[] {
   const parts = text.split(",").map((x) => x.trim());
   const seeds = parts.map(Number);
-  const bad = parts.filter((x, i) => x === "" || !Number.isSafeInteger(seeds[i]) || seeds[i] < 0);
-  if (bad.length) throw new UsageError(`--seeds ${text}: ${bad.map((b) => `"${b}"`).join(", ")} is not a non-negative integer`, "pass comma-separated integers, e.g. --seeds 0 or --seeds 0,1");
+  const bad = parts.filter((x, i) => !/^[0-9]+$/.test(x) || seeds[i] > SEED_MAX);
+  if (bad.length) throw new UsageError(`--seeds ${text}: ${bad.map((b) => `"${b}"`).join(", ")} ${bad.length > 1 ? "are not integers" : "is not an integer"} in 0..${SEED_MAX}`, "pass comma-separated decimal integers, e.g. --seeds 0 or --seeds 0,1");
   if (new Set(seeds).size !== seeds.length) throw new UsageError(`--seeds ${text} lists a seed twice`, "list each seed once");
   return seeds;
 }
@@ -65,14 +66,12 @@ export const benchCommand: Command = {
       if (bad.length) throw new UsageError(`unknown method${bad.length > 1 ? "s" : ""} ${bad.map((b) => `"${b}"`).join(", ")} in --methods`, `valid methods: ${strategyNames().join(", ")}`);
       methods = resolveMethods(list);
     }
-    const steps = f.steps as number | undefined;
-    if (steps !== undefined && steps < 2) throw new UsageError(`--steps must be at least 2, got ${steps}`);
+    const steps = f.steps as number | undefined; // ranges of --steps, --prompts, --threads: checked by parseArgs
     const nPrompts = f.prompts as number | undefined;
-    if (nPrompts !== undefined && nPrompts < 1) throw new UsageError(`--prompts must be at least 1, got ${nPrompts}`);
     const threads = f.threads as number | undefined;
-    if (threads !== undefined && threads < 1) throw new UsageError(`--threads must be at least 1, got ${threads}`);
     const seeds = f.seeds === undefined ? undefined : parseSeeds(f.seeds as string);
     const outDir = (f.out as string | undefined) ?? join("bench-out", preset);
+    checkOutputDir("--out", outDir);
 
     const info = inspectModel(f.model as string | undefined);
     const loadBar = new ProgressBar("loading ");

@@ -1,15 +1,23 @@
-import { readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { dirname, extname, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
+import { defaultThreads, maxThreads } from "../backend/ort.ts";
 import type { FlagDef } from "./args.ts";
 
-export const MODEL_FLAG: FlagDef = { name: "model", type: "string", placeholder: "DIR", doc: "model folder (default: the embedded reference model)" };
+export const MODEL_FLAG: FlagDef = { name: "model", type: "string", placeholder: "NAME|DIR", doc: "an embedded model (reference, textures) or a model folder (default: reference)" };
 export const JSON_FLAG: FlagDef = { name: "json", type: "bool", doc: "print exactly one JSON object to stdout" };
 export const HELP_FLAG: FlagDef = { name: "help", type: "bool", doc: "show this help" };
-export const THREADS_FLAG: FlagDef = { name: "threads", type: "int", placeholder: "N", doc: "onnxruntime intra-op threads (default: all cores)" };
+export const THREADS_FLAG: FlagDef = {
+  name: "threads", type: "int", placeholder: "N", min: 1, max: maxThreads(),
+  doc: `onnxruntime intra-op threads, 1..${maxThreads()} (4 x cores; default ${defaultThreads()}: the cores, at most 8)`,
+};
+/** Noise seeds are 32-bit (mulberry32, src/pipeline/noise.ts). */
+export const SEED_MAX = 0xffffffff;
 
 /** Cache options from repeated --cache-opt key=value and/or a JSON --cache-config file. */
 export function cacheOptions(opts: string[] | undefined, configFile: string | undefined): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
+  // no prototype: "__proto__" / "constructor" stay plain keys, which the strict knob parser refuses
+  const out: Record<string, unknown> = Object.create(null);
   if (configFile) {
     let raw: unknown;
     try {
@@ -26,6 +34,44 @@ export function cacheOptions(opts: string[] | undefined, configFile: string | un
     out[kv.slice(0, eq)] = kv.slice(eq + 1);
   }
   return out;
+}
+
+/** Refuse positional arguments of a command that takes none (before anything runs or is written). */
+export function noPositionals(command: string, positionals: string[], usage: string): void {
+  if (positionals.length)
+    throw new UsageError(`${command} takes no positional arguments, got ${positionals.map((p) => JSON.stringify(p)).join(" ")}`, `usage: ${usage}`);
+}
+
+/**
+ * Check an output file before any model loads: not a folder, a supported extension, and the
+ * nearest existing folder on its path is a writable folder (missing folders are created on
+ * write, as src/util/atomic.ts does).
+ */
+export function checkOutputFile(flag: string, path: string, exts: readonly string[]): void {
+  if (!path) throw new UsageError(`${flag} is empty`, "pass a file path");
+  const abs = resolve(path);
+  if (existsSync(abs) && statSync(abs).isDirectory()) throw new UsageError(`${flag} ${path} is a folder, not a file`, `name a file inside it, e.g. ${path.replace(/\/+$/, "")}/out${exts[0]}`);
+  const ext = extname(path).toLowerCase();
+  if (!exts.includes(ext))
+    throw new UsageError(`${flag} ${path}: unsupported ${ext ? `extension "${ext}"` : "file name without an extension"}`, `use ${exts.join(", ")}`);
+  checkWritableFolder(flag, path, dirname(abs));
+}
+
+/** Check an output folder before any model loads: a folder (or creatable under a writable one). */
+export function checkOutputDir(flag: string, path: string): void {
+  if (!path) throw new UsageError(`${flag} is empty`, "pass a folder path");
+  checkWritableFolder(flag, path, resolve(path));
+}
+
+function checkWritableFolder(flag: string, path: string, dir: string): void {
+  let d = dir;
+  while (!existsSync(d) && dirname(d) !== d) d = dirname(d);
+  if (!statSync(d).isDirectory()) throw new UsageError(`${flag} ${path}: ${d} is a file, not a folder`, "choose an output path under a folder");
+  try {
+    accessSync(d, constants.W_OK);
+  } catch {
+    throw new UsageError(`${flag} ${path}: folder ${d} is not writable`, "choose an output path in a folder you can write to");
+  }
 }
 
 export function humanCount(n: number): string {

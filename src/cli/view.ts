@@ -12,7 +12,7 @@ import { HELP_FLAG } from "./common.ts";
 import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
-  { name: "port", type: "int", placeholder: "N", doc: "port on 127.0.0.1 (default 8765; 0 = any free port)" },
+  { name: "port", type: "int", placeholder: "N", min: 0, max: 65535, doc: "port on 127.0.0.1 (default 8765; 0 = any free port)" },
   HELP_FLAG,
 ];
 
@@ -26,8 +26,7 @@ export const viewCommand: Command = {
       return 0;
     }
     if (a.positionals.length !== 1) throw new UsageError(a.positionals.length ? `view takes one folder, got ${a.positionals.length} arguments` : "view needs the bench folder", "mixcache view DIR");
-    const port = (a.flags.port as number | undefined) ?? 8765;
-    if (port < 0 || port > 65535) throw new UsageError(`--port must be 0..65535, got ${port}`);
+    const port = (a.flags.port as number | undefined) ?? 8765; // 0..65535: checked by parseArgs
     const dir = a.positionals[0];
     if (!existsSync(join(dir, "report", "index.html"))) {
       process.stderr.write(`no report in ${dir} yet: building it (mixcache report ${dir})\n`);

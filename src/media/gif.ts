@@ -5,8 +5,15 @@
  * them exactly. Otherwise each frame gets its own local table: exact when that frame has <= 256
  * colours, else a quantised one where every "flat" colour (covering >= 1/256 of the frame, up to
  * 128 of them) keeps an exact entry and the remaining colours are median-cut (pixel-weighted) into
- * the free entries, refined by a few k-means passes when that is cheap (it is for 32x32 clips). No
- * dithering, so flat regions stay exact and compress well.
+ * the free entries, refined by a few k-means passes. No dithering, so flat regions stay exact and
+ * compress well. Nearest entries are found by a sorted-axis search that returns what a linear scan
+ * would, in a few dozen distance evaluations instead of 256.
+ *
+ * The work is bounded for many-colour frames (photographic content, large outputs): above
+ * MAX_QUANT_COLOURS distinct non-flat colours, median cut and k-means run on 15-bit cells (5 bits
+ * per channel, merged into 12-bit cells if there are still too many), each colour takes the entry
+ * nearest to its 15-bit cell's mean colour (a 32768-entry table), and the frame is never
+ * histogrammed colour by colour (quantizeFrame). Frames with fewer colours encode as before.
  *
  * Each frame carries a graphic control extension (delay in centiseconds, disposal "do not
  * dispose", no transparency) and is LZW-compressed with variable code sizes, a clear code at the
@@ -77,7 +84,15 @@ export function gifDelay(fps: number): number {
 
 interface Palette {
   colors: number[]; // 0xRRGGBB, at most 256
-  index: Map<number, number>; // every colour of the frame(s) -> palette index
+  index: Map<number, number>; // every colour of the frame(s) -> palette index (see `cells`)
+  /** many-colour frames only: palette index per 15-bit cell (5 bits per channel, cellKey) for the
+   * colours not in `index` */
+  cells?: Int16Array;
+}
+
+/** 15-bit cell of a 0xRRGGBB colour: its top 5 bits per channel. */
+function cellKey(c: number): number {
+  return ((c >>> 9) & 0x7c00) | ((c >>> 6) & 0x3e0) | ((c >>> 3) & 0x1f);
 }
 
 function exactPalette(colors: Iterable<number>): Palette {
@@ -95,25 +110,197 @@ interface Entry {
   n: number;
 }
 
+/** Above this many distinct non-flat colours, quantize works on a reduced-bit histogram. */
+export const MAX_QUANT_COLOURS = 4096;
+/** Frames with more distinct colours than this (so more than MAX_QUANT_COLOURS non-flat ones, as
+ * there are at most 128 flat ones) skip the exact histogram (quantizeFrame). */
+const MAX_EXACT_HISTOGRAM = MAX_QUANT_COLOURS + 128;
+
+/**
+ * Nearest palette entry by squared RGB distance, lowest index on ties (what a linear scan over the
+ * palette returns), found by walking outward from the query's green in the palette sorted by green
+ * and stopping each way once the green gap alone exceeds the best distance.
+ */
+class NearestColour {
+  private readonly order: Int32Array;
+  private readonly g: Float64Array;
+  private readonly r: Float64Array;
+  private readonly b: Float64Array;
+  constructor(colors: readonly number[]) {
+    const n = colors.length;
+    const idx = Array.from({ length: n }, (_, i) => i).sort((i, j) => ((colors[i] >>> 8) & 255) - ((colors[j] >>> 8) & 255) || i - j);
+    this.order = Int32Array.from(idx);
+    this.g = new Float64Array(n);
+    this.r = new Float64Array(n);
+    this.b = new Float64Array(n);
+    idx.forEach((i, k) => {
+      this.r[k] = colors[i] >>> 16;
+      this.g[k] = (colors[i] >>> 8) & 255;
+      this.b[k] = colors[i] & 255;
+    });
+  }
+  find(r: number, g: number, b: number): number {
+    const { order, r: pr, g: pg, b: pb } = this;
+    const n = order.length;
+    let lo = 0, hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (pg[mid] < g) lo = mid + 1;
+      else hi = mid;
+    }
+    let best = -1, bestD = Infinity;
+    for (let up = lo, down = lo - 1; up < n || down >= 0; ) {
+      for (let side = 0; side < 2; side++) {
+        const k = side === 0 ? up : down;
+        if (k < 0 || k >= n) continue;
+        const dg = pg[k] - g;
+        if (dg * dg > bestD) {
+          // every entry further out this way is at least as far in green alone
+          if (side === 0) up = n;
+          else down = -1;
+          continue;
+        }
+        if (side === 0) up++;
+        else down--;
+        const dr = pr[k] - r, db = pb[k] - b;
+        const d = dr * dr + dg * dg + db * db;
+        const i = order[k];
+        if (d < bestD || (d === bestD && i < best)) {
+          bestD = d;
+          best = i;
+        }
+      }
+    }
+    return best;
+  }
+}
+
+/** Pixel-weighted colour sums per 15-bit cell (cellKey), for many-colour frames. */
+class CellSums {
+  readonly r = new Float64Array(1 << 15);
+  readonly g = new Float64Array(1 << 15);
+  readonly b = new Float64Array(1 << 15);
+  readonly n = new Float64Array(1 << 15);
+  add(c: number, m: number): void {
+    const k = cellKey(c);
+    this.r[k] += (c >>> 16) * m;
+    this.g[k] += ((c >>> 8) & 255) * m;
+    this.b[k] += (c & 255) * m;
+    this.n[k] += m;
+  }
+  /** Each occupied cell's mean colour and pixel count, by cell. */
+  means(): Array<Entry | undefined> {
+    const out: Array<Entry | undefined> = new Array(1 << 15);
+    for (let k = 0; k < 1 << 15; k++) {
+      const n = this.n[k];
+      if (n === 0) continue;
+      const r = Math.round(this.r[k] / n), g = Math.round(this.g[k] / n), b = Math.round(this.b[k] / n);
+      out[k] = { c: (r << 16) | (g << 8) | b, r, g, b, n };
+    }
+    return out;
+  }
+}
+
+/** What the palette search of a many-colour frame runs on: its 15-bit cells, or when there are more
+ * than `max`, those merged into 12-bit cells (4 bits per channel; weighted as if every pixel of a
+ * cell had the cell's mean colour). Ordered by count, then colour. */
+function searchEntries(cells: Array<Entry | undefined>, max: number): Entry[] {
+  let entries = cells.filter((e): e is Entry => e !== undefined);
+  if (entries.length > max) {
+    const sr = new Float64Array(1 << 12), sg = new Float64Array(1 << 12), sb = new Float64Array(1 << 12), sn = new Float64Array(1 << 12);
+    for (const e of entries) {
+      const k = ((e.r >> 4) << 8) | ((e.g >> 4) << 4) | (e.b >> 4);
+      sr[k] += e.r * e.n;
+      sg[k] += e.g * e.n;
+      sb[k] += e.b * e.n;
+      sn[k] += e.n;
+    }
+    entries = [];
+    for (let k = 0; k < 1 << 12; k++) {
+      const n = sn[k];
+      if (n === 0) continue;
+      const r = Math.round(sr[k] / n), g = Math.round(sg[k] / n), b = Math.round(sb[k] / n);
+      entries.push({ c: (r << 16) | (g << 8) | b, r, g, b, n });
+    }
+  }
+  return entries.sort((a, b) => b.n - a.n || a.c - b.c);
+}
+
+/** The flat colours of a histogram, each with an exact palette entry: those covering >= 1/256 of
+ * the `total` pixels (and at least 2), most frequent (then lowest) first, at most
+ * min(128, maxColors / 2). */
+function flatColours(counts: Iterable<[number, number]>, total: number, maxColors: number): Palette {
+  const flatMin = Math.max(2, total / 256);
+  const maxFlat = Math.min(128, maxColors >> 1);
+  const flat: Array<[number, number]> = [];
+  for (const e of counts) if (e[1] >= flatMin) flat.push(e);
+  flat.sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  const index = new Map<number, number>();
+  const colors: number[] = [];
+  for (const [c] of flat.slice(0, maxFlat)) {
+    index.set(c, colors.length);
+    colors.push(c);
+  }
+  return { colors, index };
+}
+
 /** Quantise a colour histogram (> 256 colours) to at most 256 palette entries. */
 export function quantize(hist: Map<number, number>, maxColors = 256): Palette {
   let total = 0;
   for (const n of hist.values()) total += n;
-  const byCount = [...hist.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
-  const index = new Map<number, number>();
-  const colors: number[] = [];
-  // Flat colours keep exact entries.
-  const flatMin = Math.max(2, total / 256);
-  const maxFlat = Math.min(128, maxColors >> 1);
-  let k = 0;
-  while (k < byCount.length && k < maxFlat && byCount[k][1] >= flatMin) {
-    index.set(byCount[k][0], colors.length);
-    colors.push(byCount[k][0]);
-    k++;
+  const flat = flatColours(hist, total, maxColors);
+  if (hist.size === flat.colors.length) return flat;
+  if (hist.size - flat.colors.length > MAX_QUANT_COLOURS) {
+    const sums = new CellSums();
+    for (const [c, n] of hist) if (!flat.index.has(c)) sums.add(c, n);
+    return fitPalette(flat, maxColors, sums);
   }
-  const rest: Entry[] = byCount.slice(k).map(([c, n]) => ({ c, r: c >>> 16, g: (c >>> 8) & 255, b: c & 255, n }));
+  const byCount = [...hist.entries()].sort((a, b) => b[1] - a[1] || a[0] - b[0]);
+  return fitPalette(flat, maxColors, byCount.slice(flat.colors.length).map(([c, n]) => ({ c, r: c >>> 16, g: (c >>> 8) & 255, b: c & 255, n })));
+}
+
+/**
+ * `quantize` of a frame's histogram, for a frame with more than MAX_QUANT_COLOURS + 128 distinct
+ * colours, without building that histogram (a Map of every colour is most of the cost there): 15-bit
+ * cell counts first; a flat colour fills at least 1/256 of the frame, so its cell does too, and
+ * only the pixels of such cells are counted exactly. Same palette as quantize(histogram).
+ */
+export function quantizeFrame(rgb: Uint8Array, maxColors = 256): Palette {
+  // runs of one colour (upscaled frames repeat each pixel along a row)
+  const runC = new Int32Array(rgb.length / 3), runN = new Int32Array(rgb.length / 3);
+  let runs = 0;
+  for (let s = 0; s < rgb.length; s += 3) {
+    const c = (rgb[s] << 16) | (rgb[s + 1] << 8) | rgb[s + 2];
+    if (runs > 0 && runC[runs - 1] === c) runN[runs - 1]++;
+    else {
+      runC[runs] = c;
+      runN[runs++] = 1;
+    }
+  }
+  const total = rgb.length / 3;
+  const flatMin = Math.max(2, total / 256);
+  const perCell = new Float64Array(1 << 15);
+  for (let i = 0; i < runs; i++) perCell[cellKey(runC[i])] += runN[i];
+  const exact = new Map<number, number>();
+  for (let i = 0; i < runs; i++) {
+    const c = runC[i];
+    if (perCell[cellKey(c)] >= flatMin) exact.set(c, (exact.get(c) ?? 0) + runN[i]);
+  }
+  const flat = flatColours(exact, total, maxColors);
+  const sums = new CellSums();
+  for (let i = 0; i < runs; i++) if (!flat.index.has(runC[i])) sums.add(runC[i], runN[i]);
+  return fitPalette(flat, maxColors, sums);
+}
+
+/** Median cut (then k-means) of the non-flat colours into the entries `flat` leaves free: over the
+ * colours themselves (`rest`), or for a many-colour frame over its cells (`CellSums`), whose
+ * colours then take the entry nearest to their 15-bit cell's mean colour (Palette.cells). */
+function fitPalette(flat: Palette, maxColors: number, input: Entry[] | CellSums): Palette {
+  const { colors, index } = flat;
   const slots = maxColors - colors.length;
-  if (rest.length === 0) return { colors, index };
+  const reduced = input instanceof CellSums;
+  const cells = reduced ? input.means() : [];
+  const rest = reduced ? searchEntries(cells, MAX_QUANT_COLOURS) : input;
   // Median cut over the rest, weighted by pixel count.
   interface Box {
     lo: number;
@@ -177,39 +364,24 @@ export function quantize(hist: Map<number, number>, maxColors = 256): Palette {
     const c = (Math.round(r / bx.n) << 16) | (Math.round(g / bx.n) << 8) | Math.round(b / bx.n);
     const idx = colors.length;
     colors.push(c);
-    for (let i = bx.lo; i < bx.hi; i++) index.set(rest[i].c, idx);
+    if (!reduced) for (let i = bx.lo; i < bx.hi; i++) index.set(rest[i].c, idx);
   }
   // Refine the median-cut entries with a few k-means (Lloyd) passes when affordable, mapping each
   // colour to its nearest entry; the exact (flat) entries stay fixed.
   const work = rest.length * colors.length;
   const passes = work <= 4e6 ? 4 : work <= 4e7 ? 1 : 0;
   const P = colors.length;
-  const pr = new Float64Array(P), pg = new Float64Array(P), pb = new Float64Array(P);
+  let search = new NearestColour(colors);
   const load = (): void => {
-    for (let i = 0; i < P; i++) {
-      pr[i] = colors[i] >>> 16;
-      pg[i] = (colors[i] >>> 8) & 255;
-      pb[i] = colors[i] & 255;
-    }
+    search = new NearestColour(colors);
   };
-  const nearest = (e: Entry): number => {
-    let best = 0, bestD = Infinity;
-    for (let i = 0; i < P; i++) {
-      const dr = pr[i] - e.r, dg = pg[i] - e.g, db = pb[i] - e.b;
-      const d = dr * dr + dg * dg + db * db;
-      if (d < bestD) {
-        bestD = d;
-        best = i;
-      }
-    }
-    return best;
-  };
+  const nearest = (e: { r: number; g: number; b: number }): number => search.find(e.r, e.g, e.b);
   for (let pass = 0; pass < passes; pass++) {
     load();
     const sr = new Float64Array(P), sg = new Float64Array(P), sb = new Float64Array(P), sn = new Float64Array(P);
     for (const e of rest) {
       const i = nearest(e);
-      index.set(e.c, i);
+      if (!reduced) index.set(e.c, i);
       sr[i] += e.r * e.n;
       sg[i] += e.g * e.n;
       sb[i] += e.b * e.n;
@@ -217,6 +389,15 @@ export function quantize(hist: Map<number, number>, maxColors = 256): Palette {
     }
     for (let i = fixed; i < P; i++)
       if (sn[i] > 0) colors[i] = (Math.round(sr[i] / sn[i]) << 16) | (Math.round(sg[i] / sn[i]) << 8) | Math.round(sb[i] / sn[i]);
+  }
+  if (reduced) {
+    // every colour of a 15-bit cell takes the entry nearest to the cell's mean colour
+    load();
+    const table = new Int16Array(1 << 15).fill(-1);
+    cells.forEach((e, k) => {
+      if (e) table[k] = nearest(e);
+    });
+    return { colors, index, cells: table };
   }
   if (passes > 0) {
     load();
@@ -233,7 +414,7 @@ function indexFrame(rgb: Uint8Array, pal: Palette): Uint8Array {
     const c = (rgb[s] << 16) | (rgb[s + 1] << 8) | rgb[s + 2];
     if (c !== last) {
       last = c;
-      lastIdx = pal.index.get(c)!;
+      lastIdx = pal.index.get(c) ?? pal.cells![cellKey(c)];
     }
     out[i] = lastIdx;
   }
@@ -357,8 +538,12 @@ export function encodeGif(frames: Uint8Array[], width: number, height: number, o
   // Global palette when every colour of every frame fits in 256 entries.
   let global: Set<number> | null = new Set<number>();
   for (const f of frames) {
+    let last = -1;
     for (let s = 0; s < f.length && global; s += 3) {
-      global.add((f[s] << 16) | (f[s + 1] << 8) | f[s + 2]);
+      const c = (f[s] << 16) | (f[s + 1] << 8) | f[s + 2];
+      if (c === last) continue; // runs (upscaled frames) add nothing new
+      last = c;
+      global.add(c);
       if (global.size > 256) global = null;
     }
     if (!global) break;
@@ -395,12 +580,22 @@ export function encodeGif(frames: Uint8Array[], width: number, height: number, o
     let pal = globalPal;
     let local = false;
     if (!pal) {
+      // counted per run of one colour (upscaled frames repeat each pixel `scale` times per row); a
+      // frame with too many colours for an exact histogram goes to quantizeFrame
       const hist = new Map<number, number>();
-      for (let s = 0; s < f.length; s += 3) {
+      let last = -1, run = 0;
+      for (let s = 0; s < f.length && hist.size <= MAX_EXACT_HISTOGRAM; s += 3) {
         const c = (f[s] << 16) | (f[s + 1] << 8) | f[s + 2];
-        hist.set(c, (hist.get(c) ?? 0) + 1);
+        if (c === last) {
+          run++;
+          continue;
+        }
+        if (run) hist.set(last, (hist.get(last) ?? 0) + run);
+        last = c;
+        run = 1;
       }
-      pal = hist.size <= 256 ? exactPalette(hist.keys()) : quantize(hist);
+      if (run) hist.set(last, (hist.get(last) ?? 0) + run);
+      pal = hist.size > MAX_EXACT_HISTOGRAM ? quantizeFrame(f) : hist.size <= 256 ? exactPalette(hist.keys()) : quantize(hist);
       local = true;
     }
     const bits = tableBits(pal.colors.length);

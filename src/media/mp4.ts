@@ -1,9 +1,12 @@
 /**
  * MP4 (H.264) output by piping raw RGB frames into an external `ffmpeg`. The encoder writes to a
  * temp file in the target directory that is renamed over the target only once ffmpeg succeeded,
- * so a failed or interrupted encode never leaves a broken or half-written .mp4 behind.
+ * so a failed or interrupted encode never leaves a broken or half-written .mp4 behind. On SIGINT,
+ * SIGTERM or exit mid-encode, ffmpeg is killed and the temp removed (util/cleanup.ts); a temp left
+ * by SIGKILL is swept by a later write into the same folder (util/atomic.ts).
  */
 import { tempPathFor } from "../util/atomic.ts";
+import { onCleanup, registerTemp } from "../util/cleanup.ts";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { renameSync, rmSync } from "node:fs";
 import { MixCacheError } from "../errors.ts";
@@ -73,9 +76,12 @@ export async function writeMp4(path: string, video: Video, opts: Mp4Options = {}
     "-c:v", "libx264", "-pix_fmt", "yuv420p", "-crf", String(crf), "-movflags", "+faststart",
     "-f", "mp4", tmp,
   ];
+  // on a signal or exit mid-encode: kill ffmpeg (so it cannot finish the file), then remove the temp
+  let child: ChildProcess | undefined;
+  const releaseTemp = registerTemp(tmp);
+  const releaseChild = onCleanup(() => child?.kill("SIGKILL"));
   try {
     await new Promise<void>((resolve, reject) => {
-      let child: ChildProcess;
       try {
         child = spawn(bin, args, { stdio: ["pipe", "ignore", "pipe"] });
       } catch (e) {
@@ -87,7 +93,7 @@ export async function writeMp4(path: string, video: Video, opts: Mp4Options = {}
       const fail = (err: Error): void => {
         if (settled) return;
         settled = true;
-        child.kill("SIGKILL");
+        child!.kill("SIGKILL");
         reject(err);
       };
       child.stderr!.setEncoding("utf8");
@@ -134,5 +140,8 @@ export async function writeMp4(path: string, video: Video, opts: Mp4Options = {}
     rmSync(tmp, { force: true });
     if (e instanceof MixCacheError) throw e;
     throw new MixCacheError("IO", `cannot write ${path}: ${(e as Error).message}`, "choose a writable output path with free space");
+  } finally {
+    releaseChild();
+    releaseTemp();
   }
 }

@@ -16,6 +16,9 @@ import { EmbeddingTextEncoder } from "../text/encoder.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
 import { expectedShapes, parameterCount, readWanConfig, type WanConfig } from "./wan/config.ts";
 import { WanModel } from "./wan/model.ts";
+import { checkMemory } from "./wan/memory.ts";
+import { validateModelMeta } from "./meta.ts";
+import { checkThreads } from "../backend/ort.ts";
 import type { LatentShape, TextEmbedding } from "../pipeline/generate.ts";
 import type { SamplerName } from "../schedulers/index.ts";
 
@@ -90,6 +93,7 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
   const config = readWanConfig(join(transformerDir, "config.json"));
   const metaPath = join(abs, "mixcache.json");
   const meta = existsSync(metaPath) ? readJson(metaPath) : null;
+  validateModelMeta(meta, config, metaPath);
   const d = (meta?.defaults ?? {}) as Record<string, unknown>;
   const defaults: ModelDefaults = {
     sampler: (d.sampler as SamplerName) ?? WAN_DEFAULTS.sampler,
@@ -117,6 +121,9 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
 
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: BackendOptions = {}, onProgress?: (done: number, total: number) => void): Promise<LoadedModel> {
   const info = inspectModel(dir);
+  // before any weight is read or session built: the thread count, then whether a run can fit
+  checkThreads(opts.threads);
+  if (info.latent) checkMemory(info.config, info.latent, { threads: opts.threads, model: info.name });
   const ckpt = openCheckpoint(info.transformerDir);
   validateKeys(ckpt, expectedShapes(info.config));
   const transformer = await WanModel.load(info.config, { read: (k) => ckpt.readF32(k) }, opts, onProgress);

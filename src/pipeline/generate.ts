@@ -3,7 +3,7 @@
  * every seam a cache needs is a plain function call here: step, CFG branch, body, block, module.
  * See hooks.ts for the seam contract and cache/ for the strategies that use it.
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError, MixCacheError } from "../errors.ts";
 import { promptMacs, stageMacs } from "../models/wan/macs.ts";
 import { MODULES, type BlockKV, type GridState, type WanModel } from "../models/wan/model.ts";
 import { makeSampler, type SamplerName } from "../schedulers/index.ts";
@@ -66,6 +66,26 @@ async function encodePrompt(model: WanModel, e: TextEmbedding): Promise<PromptSt
   return { S: e.tokens, kv };
 }
 
+/**
+ * Stop at the first step whose latent holds NaN or Inf (bad weights, an overflowing guidance), so
+ * no black video is written as a success. One read-only pass: a float64 sum of float32 values is
+ * finite exactly when every value is (n x 3.4e38 stays far below 1.8e308), so the values and the
+ * bit-exactness of cached vs uncached runs are untouched.
+ */
+function checkFinite(x: Float32Array, step: StepInfo, guidance: number): void {
+  let sum = 0;
+  for (let j = 0; j < x.length; j++) sum += x[j];
+  if (Number.isFinite(sum)) return;
+  let bad = 0;
+  for (let j = 0; j < x.length; j++) if (!Number.isFinite(x[j])) bad++;
+  throw new MixCacheError(
+    "RUNTIME",
+    `the latent became non-finite at step ${step.index + 1} of ${step.count} (timestep ${step.timestep.toFixed(1)}): ${bad} of ${x.length} values are NaN or Inf; nothing was written`,
+    guidance > 20
+      ? `guidance ${guidance} is far above the usual range (Wan2.1 uses 5): use a moderate --guidance`
+      : "the model's weights or this input produce NaN/Inf: check the checkpoint for NaN/Inf values (re-export it) or try another --guidance / --shift",
+  );
+}
 
 export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
   const { model, shape } = o;
@@ -166,6 +186,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
     }
     hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
     x = sampler.step(i, x, v); // a new array: strategies may hold the previous latent
+    checkFinite(x, step, o.guidance);
     stats.endStep();
     o.onStep?.(i + 1, o.steps);
   }

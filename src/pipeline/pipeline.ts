@@ -9,7 +9,9 @@
  */
 import { MixCacheError } from "../errors.ts";
 import type { LoadedModel } from "../models/load.ts";
-import type { SamplerName } from "../schedulers/index.ts";
+import { parseLatent } from "../models/wan/config.ts";
+import { checkMemory } from "../models/wan/memory.ts";
+import { makeSampler, type SamplerName } from "../schedulers/index.ts";
 import type { AttachedCache, CacheStrategy } from "../cache/strategy.ts";
 import { denoise, type LatentShape, type TextEmbedding } from "./generate.ts";
 import type { RunStats } from "./stats.ts";
@@ -58,13 +60,25 @@ export async function generate(o: GenerateOptions): Promise<GenerateResult> {
   const shift = o.shift ?? m.defaults.shift;
   const seed = o.seed ?? 0;
   const sampler = o.sampler ?? m.defaults.sampler;
-  const shape = o.shape ?? m.latent;
-  if (!shape) throw new MixCacheError("USAGE", `model ${m.name} declares no latent shape`, "pass shape: { channels, frames, height, width }");
+  // every option is checked before any work (the seed as src/pipeline/noise.ts takes it)
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new MixCacheError("USAGE", `seed must be an integer in 0..4294967295 (2^32 - 1), got ${seed}`, "pass e.g. seed: 0");
+  if (!(guidance >= 1) || !Number.isFinite(guidance)) throw new MixCacheError("USAGE", `guidance must be a finite number >= 1, got ${guidance}`, "use 1 to disable classifier-free guidance, 5 is the Wan default");
+  makeSampler(sampler, { steps, shift }); // validates the sampler name, steps and shift
+  if (!o.shape && !m.latent) throw new MixCacheError("USAGE", `model ${m.name} declares no latent shape`, "pass shape: { channels, frames, height, width }");
+  const shape = o.shape ? parseLatent(o.shape, m.config, "shape") : m.latent!;
+  if (o.shape) checkMemory(m.config, shape, { loaded: true, model: m.name }); // the model's own size was checked by loadModel
   if (o.prompt === undefined && !o.textEmbedding) throw new MixCacheError("USAGE", "no prompt given", 'pass a prompt, e.g. "a large red circle moving right on a black background"');
+  if (!m.hasTextEncoder) {
+    if (!o.textEmbedding) throw new MixCacheError("USAGE", `model ${m.name} has no text encoder, so the prompt cannot be encoded: textEmbedding is missing`, "pass textEmbedding: { data: Float32Array [S x text_dim], tokens: S } (the encoder's output for the prompt)");
+    if (guidance > 1 && !o.negativeEmbedding)
+      throw new MixCacheError("USAGE", `guidance ${guidance} > 1 needs a negative prompt embedding, and model ${m.name} has no text encoder to make one: negativeEmbedding is missing`, "pass negativeEmbedding: { data, tokens } (the encoded negative prompt, e.g. the empty one), or guidance: 1 to run without classifier-free guidance");
+  }
   const cond = o.textEmbedding ?? m.encodePrompt(o.prompt!);
   const uncond = guidance > 1 ? (o.negativeEmbedding ?? m.encodePrompt(o.negativePrompt ?? m.defaults.negativePrompt)) : undefined;
-  const attached = o.cache ? o.cache.attach() : null;
-  const sampled = o.cache?.stepsOverride ? o.cache.stepsOverride(steps) : steps;
+  // a cache made without a model folder reads this model's calibration profiles
+  const cache = o.cache?.forModel ? o.cache.forModel({ profilesDir: m.profilesDir }) : o.cache;
+  const attached = cache ? cache.attach() : null;
+  const sampled = cache?.stepsOverride ? cache.stepsOverride(steps) : steps;
   const r = await denoise({
     model: m.transformer, cond, uncond, shape, steps: sampled, fullSteps: steps, guidance, shift, seed, sampler,
     hooks: attached?.hooks, onStep: o.onStep,

@@ -1,18 +1,19 @@
 /**
  * A tiny random MixCache model folder on disk (transformer, text encoder, tokenizer, mixcache.json),
- * loaded through the real loader. Used by pipeline, cache-contract and CLI tests.
+ * loaded through the real loader. Used by pipeline, cache-contract and CLI tests. The folder is
+ * removed when the test process exits (support/tmp.ts).
  */
-import { mkdtempSync, writeFileSync, mkdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { writeSafetensors } from "../../src/weights/safetensors.ts";
 import { expectedShapes } from "../../src/models/wan/config.ts";
 import { randomArray, rng, tinyWan } from "./randomWeights.ts";
+import { tempDir } from "./tmp.ts";
 
 export const TINY_TOKENS = ["<pad>", "a", "red", "blue", "circle", "square", "moving", "left", "right", "on", "black", "background"];
 
 export function makeTinyModelDir(seed = 11, overrides: Record<string, unknown> = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), "mixcache-tiny-"));
+  const dir = tempDir("mixcache-tiny-");
   const { config, weights } = tinyWan(seed, { in_channels: 3, out_channels: 3, patch_size: [1, 2, 2], num_layers: 4, ...overrides });
   mkdirSync(join(dir, "transformer"), { recursive: true });
   const tensors: Record<string, { dtype: "F32"; shape: number[]; data: Float32Array }> = {};

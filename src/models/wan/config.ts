@@ -43,6 +43,25 @@ const T2V_NULL_FIELDS = ["image_dim", "added_kv_proj_dim", "pos_embed_seq_len"] 
 
 export const WAN_FIELDS = [...Object.keys(DEFAULTS), ...T2V_NULL_FIELDS];
 
+/**
+ * Upper bounds of the integer fields: generous over the largest Wan2.1 (14B: 40 layers, 40 heads x
+ * 128, ffn 13824, text_dim 4096, freq_dim 256, in/out channels 16, 36 for I2V, patch [1, 2, 2]),
+ * so that a corrupt config (num_layers 1e9) is an error and not an allocation that never ends.
+ */
+export const WAN_MAX: Readonly<Record<string, number>> = {
+  num_attention_heads: 256,
+  attention_head_dim: 1024,
+  in_channels: 256,
+  out_channels: 256,
+  text_dim: 65536,
+  freq_dim: 8192,
+  ffn_dim: 262144,
+  num_layers: 256,
+  rope_max_seq_len: 1 << 20,
+  patch_size: 8,
+  width: 65536, // num_attention_heads x attention_head_dim (14B: 5120)
+};
+
 export function parseWanConfig(raw: unknown, source = "config.json"): WanConfig {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new ConfigError(`${source}: expected a JSON object`, "use a diffusers WanTransformer3DModel config.json");
@@ -60,20 +79,23 @@ export function parseWanConfig(raw: unknown, source = "config.json"): WanConfig 
   const cfg = { ...DEFAULTS, ...obj } as Record<string, unknown>;
   const posInt = (k: string) => {
     const v = cfg[k];
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 1)
-      throw new ConfigError(`${source}: ${k} must be a positive integer, got ${JSON.stringify(v)}`);
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > WAN_MAX[k])
+      throw new ConfigError(`${source}: ${k} must be an integer in 1..${WAN_MAX[k]}, got ${JSON.stringify(v)}`, `Wan2.1 14B uses ${k} = ${JSON.stringify(DEFAULTS[k as keyof WanConfig])}; check the config file`);
   };
   for (const k of ["num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "text_dim", "freq_dim", "ffn_dim", "num_layers", "rope_max_seq_len"]) posInt(k);
   const ps = cfg.patch_size;
-  if (!Array.isArray(ps) || ps.length !== 3 || !ps.every((v) => Number.isInteger(v) && v >= 1))
-    throw new ConfigError(`${source}: patch_size must be three positive integers [t, h, w], got ${JSON.stringify(ps)}`);
+  if (!Array.isArray(ps) || ps.length !== 3 || !ps.every((v) => Number.isInteger(v) && v >= 1 && v <= WAN_MAX.patch_size))
+    throw new ConfigError(`${source}: patch_size must be three integers [t, h, w] in 1..${WAN_MAX.patch_size}, got ${JSON.stringify(ps)}`, "Wan2.1 uses [1, 2, 2]");
+  const width = (cfg.num_attention_heads as number) * (cfg.attention_head_dim as number);
+  if (width > WAN_MAX.width)
+    throw new ConfigError(`${source}: num_attention_heads x attention_head_dim = ${width} is above ${WAN_MAX.width}`, "Wan2.1 14B is 40 x 128 = 5120; check the config file");
   if ((cfg.freq_dim as number) % 2 !== 0) throw new ConfigError(`${source}: freq_dim must be even, got ${cfg.freq_dim}`);
   if ((cfg.attention_head_dim as number) % 2 !== 0 || (cfg.attention_head_dim as number) < 6)
     throw new ConfigError(`${source}: attention_head_dim must be even and >= 6 for the 3D RoPE split, got ${cfg.attention_head_dim}`);
   if (cfg.qk_norm !== "rms_norm_across_heads")
     throw new ConfigError(`${source}: qk_norm "${cfg.qk_norm}" is not supported`, 'Wan2.1 uses "rms_norm_across_heads"');
   if (cfg.cross_attn_norm !== true) throw new ConfigError(`${source}: cross_attn_norm must be true (Wan2.1 T2V)`);
-  if (typeof cfg.eps !== "number" || !(cfg.eps > 0)) throw new ConfigError(`${source}: eps must be a positive number`);
+  if (typeof cfg.eps !== "number" || !(cfg.eps > 0) || !(cfg.eps < 1)) throw new ConfigError(`${source}: eps must be a number in (0, 1), got ${JSON.stringify(cfg.eps)}`, "Wan2.1 uses 1e-6");
   return {
     patch_size: [ps[0], ps[1], ps[2]],
     num_attention_heads: cfg.num_attention_heads as number,
@@ -108,6 +130,38 @@ export function readWanConfig(path: string): WanConfig {
 }
 
 export const dimOf = (c: WanConfig): number => c.num_attention_heads * c.attention_head_dim;
+
+/** Bounds of a clip's latent size (mixcache.json "latent", the API's shape): Wan2.1 at 720p x 81
+ * frames is a 16 x 21 x 90 x 160 latent. */
+export const LATENT_MAX = { frames: 1024, height: 4096, width: 4096 } as const;
+
+/**
+ * Validate a latent size { channels, frames, height, width } against a config: integers (JSON
+ * numbers, not strings), positive, bounded, channels = in_channels, frames/height/width divisible
+ * by the patch size and the patch grid within rope_max_seq_len.
+ */
+export function parseLatent(raw: unknown, c: WanConfig, source = "latent"): { channels: number; frames: number; height: number; width: number } {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw))
+    throw new ConfigError(`${source}: expected an object { channels, frames, height, width }, got ${JSON.stringify(raw)}`);
+  const o = raw as Record<string, unknown>;
+  for (const k of Object.keys(o))
+    if (!["channels", "frames", "height", "width"].includes(k)) throw new ConfigError(`${source}: unknown field "${k}"`, "a latent size has channels, frames, height and width");
+  const dims = ["frames", "height", "width"] as const;
+  const max: Record<string, number> = { channels: c.in_channels, ...LATENT_MAX };
+  for (const k of ["channels", ...dims]) {
+    const v = o[k];
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > max[k])
+      throw new ConfigError(`${source}: ${k} must be an integer in 1..${max[k]}, got ${JSON.stringify(v)}`, `for example { "channels": ${c.in_channels}, "frames": ${8 * c.patch_size[0]}, "height": ${16 * c.patch_size[1]}, "width": ${16 * c.patch_size[2]} }`);
+  }
+  if (o.channels !== c.in_channels) throw new ConfigError(`${source}: channels is ${o.channels}, the model takes ${c.in_channels}`, `set channels to ${c.in_channels}`);
+  dims.forEach((k, i) => {
+    const p = c.patch_size[i];
+    const v = o[k] as number;
+    if (v % p) throw new ConfigError(`${source}: ${k} ${v} is not divisible by the patch size ${p} (patch_size [${c.patch_size}])`, `use a multiple of ${p}, e.g. ${Math.max(p, v - (v % p))}`);
+    if (v / p > c.rope_max_seq_len) throw new ConfigError(`${source}: ${k} ${v} gives ${v / p} patches, above rope_max_seq_len ${c.rope_max_seq_len}`, `use at most ${p * c.rope_max_seq_len}`);
+  });
+  return { channels: o.channels as number, frames: o.frames as number, height: o.height as number, width: o.width as number };
+}
 
 /** RoPE split of the head dim into (t, h, w) parts: d_h - 4*floor(d_h/6), 2*floor(d_h/6), 2*floor(d_h/6). */
 export function ropeSplit(c: WanConfig): [number, number, number] {

@@ -1,0 +1,106 @@
+/**
+ * Memory estimate of a run, checked before any onnxruntime session is built, so a size that cannot
+ * fit is refused with the numbers instead of swapping or being killed halfway. From the graphs'
+ * shapes (src/models/wan/graphs.ts), in float32 bytes:
+ *  - weights: every parameter once (the sessions' initializers);
+ *  - the largest stage call at the requested latent: self-attention materialises the scores
+ *    [H, L, L] and their softmax (src/graph/layers.ts attention), next to about 8 [L, D] tensors;
+ *    cross-attention [H, L, S]; the FFN ~3 [L, ffn_dim];
+ *  - what the loop and a cache hold: ~16 [L, D] hidden states (tokens, residuals of both branches,
+ *    MixCache's R/M caches), ~8 latents, and the cross-attention K/V of both prompts;
+ *  - threads: 1 MiB per intra-op thread of every session (stacks and GEMM buffers; a rough figure:
+ *    intra-op threads split one op over shared buffers, they do not copy activations).
+ * It is an estimate, not a measurement: a run that passes can still fail on a busy machine.
+ */
+import { freemem } from "node:os";
+import { MixCacheError } from "../../errors.ts";
+import { defaultThreads } from "../../backend/ort.ts";
+import { dimOf, parameterCount, type WanConfig } from "./config.ts";
+
+export interface LatentSize {
+  channels: number;
+  frames: number;
+  height: number;
+  width: number;
+}
+
+export interface MemoryEstimate {
+  tokens: number;
+  weights: number;
+  /** the largest stage call and its working set */
+  stage: "sa" | "ca" | "ffn";
+  activations: number;
+  state: number;
+  threads: number;
+  total: number;
+}
+
+/** Wan2.1's text length (umT5 pads to 512 tokens): an upper bound for the reference tokenizer too. */
+const TEXT_TOKENS = 512;
+const THREAD_BYTES = 1 << 20;
+
+export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defaultThreads(), textTokens = TEXT_TOKENS): MemoryEstimate {
+  const [pt, ph, pw] = c.patch_size;
+  const L = Math.ceil(latent.frames / pt) * Math.ceil(latent.height / ph) * Math.ceil(latent.width / pw);
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const S = textTokens;
+  const n = latent.channels * latent.frames * latent.height * latent.width;
+  const stages = {
+    sa: 2 * H * L * L + 8 * L * D + L * c.attention_head_dim,
+    ca: 2 * H * L * S + 6 * L * D,
+    ffn: 3 * L * c.ffn_dim + 4 * L * D,
+  };
+  const stage = (Object.keys(stages) as Array<keyof typeof stages>).reduce((a, b) => (stages[b] > stages[a] ? b : a));
+  const sessions = 4 * c.num_layers + 4; // time, text, patch, head + kv, sa, ca, ffn per block
+  const est = {
+    tokens: L,
+    weights: 4 * parameterCount(c),
+    stage,
+    activations: 4 * stages[stage],
+    state: 4 * (16 * L * D + 8 * n + 2 * c.num_layers * 2 * S * D),
+    threads: THREAD_BYTES * threads * sessions,
+    total: 0,
+  };
+  est.total = est.weights + est.activations + est.state + est.threads;
+  return est;
+}
+
+/** Memory this process can still take: MemAvailable (os.freemem), capped by a cgroup limit. */
+export function availableMemory(): number {
+  let avail = freemem();
+  const limit = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
+  if (limit && limit > 0 && limit < Number.MAX_SAFE_INTEGER) avail = Math.min(avail, Math.max(0, limit - process.memoryUsage().rss));
+  return avail;
+}
+
+export function humanBytes(b: number): string {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+  let i = 0;
+  while (b >= 1024 && i < u.length - 1) {
+    b /= 1024;
+    i++;
+  }
+  return `${b.toFixed(i ? 1 : 0)} ${u[i]}`;
+}
+
+/**
+ * Refuse a run whose estimate exceeds the available memory. `loaded`: the weights are already in
+ * memory (a new latent size on a loaded model), so only the rest must fit.
+ */
+export function checkMemory(c: WanConfig, latent: LatentSize, o: { threads?: number; loaded?: boolean; available?: number; model?: string } = {}): MemoryEstimate {
+  const e = estimateMemory(c, latent, o.threads ?? defaultThreads());
+  const need = o.loaded ? e.total - e.weights : e.total;
+  const avail = o.available ?? availableMemory();
+  if (need > avail) {
+    const size = `${latent.channels}x${latent.frames}x${latent.height}x${latent.width}`;
+    throw new MixCacheError(
+      "MEMORY",
+      `a run of ${o.model ? `model ${o.model}` : "this model"} at latent ${size} (${e.tokens.toLocaleString("en-US")} tokens) needs about ${humanBytes(need)}, ` +
+        `more than the ${humanBytes(avail)} available (${o.loaded ? "" : `weights ${humanBytes(e.weights)}, `}largest stage ${e.stage} ${humanBytes(e.activations)}, ` +
+        `held tensors ${humanBytes(e.state)}, threads ${humanBytes(e.threads)})`,
+      "use a smaller latent: fewer frames or a smaller height/width (self-attention memory grows with the square of the tokens), fewer --threads, or a machine with more free memory",
+    );
+  }
+  return e;
+}
