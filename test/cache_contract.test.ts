@@ -65,6 +65,7 @@ for (const def of STRATEGIES) {
         assert.throws(() => makeCache(def.name, { [k.name]: "abc" }), ConfigError);
       }
       if (k.type === "enum") assert.throws(() => makeCache(def.name, { [k.name]: "not-a-value" }), (e: Error) => e instanceof ConfigError && e.message.includes(k.values![0]));
+      if (k.type === "string" && k.pattern) assert.throws(() => makeCache(def.name, { [k.name]: "?!" }), (e: Error) => e instanceof ConfigError && e.message.includes(k.name), `${k.name}: a value outside its pattern`);
     }
   });
 }

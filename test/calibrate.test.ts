@@ -1,7 +1,6 @@
 import { test, after, before } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel, type LoadedModel } from "../src/models/load.ts";
 import { generate } from "../src/pipeline/pipeline.ts";
@@ -16,6 +15,7 @@ import { polyval } from "../src/tensor/polyfit.ts";
 import { main } from "../src/cli/main.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
 import { capture } from "./support/capture.ts";
+import { tempDir } from "./support/tmp.ts";
 
 const PROMPTS = ["a red circle moving right on a black background", "a blue square moving left on a black background"];
 
@@ -111,7 +111,7 @@ test("calibrateMagCache: one ratio per step and branch, ratios[b][0] = 1, positi
   assert.deepEqual(g1.ratios.uncond, g1.ratios.cond);
   assert.equal(g1.ratios.cond.length, 3);
   // round trip through the profile files
-  const pdir = mkdtempSync(join(tmpdir(), "mixcache-prof-"));
+  const pdir = tempDir("mixcache-prof-");
   writeProfile(pdir, "magcache", p);
   assert.deepEqual(readProfile<MagCacheProfile>(pdir, "magcache"), p);
 });
@@ -169,8 +169,13 @@ test("default prompts come from the vocabulary and cover every attribute value",
 
 test("CLI: mixcache calibrate runs end to end and writes the profile; usage errors exit 2", async () => {
   const cdir = makeTinyModelDir();
-  const out = join(mkdtempSync(join(tmpdir(), "mixcache-cal-")), "mag.json");
-  const r = await capture(() => main(["calibrate", "teacache", "--model", cdir, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--steps", "6", "--threads", "1"]));
+  const out = join(tempDir("mixcache-cal-"), "mag.json");
+  // where to write is explicit: --save (the model folder) or --out FILE, checked before any work
+  const where = await capture(() => main(["calibrate", "teacache", "--model", cdir, "--prompt", PROMPTS[0], "--steps", "6", "--threads", "1"]));
+  assert.equal(where.code, 2, where.err);
+  assert.match(where.err, /pass --save .* or --out FILE/);
+  assert.ok(!existsSync(join(cdir, "cache_profiles", "teacache.json")), "nothing written without --save");
+  const r = await capture(() => main(["calibrate", "teacache", "--model", cdir, "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--steps", "6", "--threads", "1", "--save"]));
   assert.equal(r.code, 0, r.err);
   const path = join(cdir, "cache_profiles", "teacache.json");
   assert.ok(existsSync(path));

@@ -6,10 +6,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel } from "../src/models/load.ts";
+import { tempDir } from "./support/tmp.ts";
 import { generate } from "../src/pipeline/pipeline.ts";
 import { writeModelCard } from "../src/bench/model-eval.ts";
 
@@ -23,7 +23,7 @@ function py(args: string[]) {
 }
 
 test("tools: tiny training run, resume, export, load and sample in TypeScript", { skip: !hasTorch && "PyTorch not installed (apt-get install python3-torch)" }, async () => {
-  const dir = mkdtempSync(join(tmpdir(), "mixcache-tools-"));
+  const dir = tempDir("mixcache-tools-");
   const ckpt = join(dir, "tiny.pt");
   const out1 = py(["tools/train.py", "--config", "tiny", "--ckpt", ckpt, "--iters", "4", "--batch", "2", "--threads", "1"]);
   assert.match(out1, /new run/);
@@ -51,7 +51,8 @@ test("tools: tiny training run, resume, export, load and sample in TypeScript", 
   py(["tools/export.py", "--ckpt", ckpt2, "--out", mdir2]);
   const training2 = JSON.parse(readFileSync(join(mdir2, "training.json"), "utf8"));
   assert.equal(training2.iterations, 8);
-  assert.deepEqual(training2.stages, [{ num_attention_heads: 2, attention_head_dim: 12, until_samples: 12 }]);
+  assert.deepEqual(training2.stages, [{ num_attention_heads: 2, attention_head_dim: 12, dataset: "shapes", until_samples: 12 }]);
+  assert.equal(training2.dataset, "shapes");
   const model2 = await loadModel(mdir2, { threads: 1 });
   try {
     assert.equal(model2.config.num_attention_heads, 1);
@@ -59,7 +60,7 @@ test("tools: tiny training run, resume, export, load and sample in TypeScript", 
     writeModelCard(model2, null);
     const card = readFileSync(join(mdir2, "README.md"), "utf8");
     assert.match(card, /1 heads x 24\)/);
-    assert.match(card, /Head split over the run: 2 heads x 12 up to 12 samples; 1 heads x 24 since/);
+    assert.match(card, /Stages of the run: 2 heads x 12 up to 12 samples; 1 heads x 24 since/);
   } finally {
     await model2.release();
   }
@@ -68,4 +69,30 @@ test("tools: tiny training run, resume, export, load and sample in TypeScript", 
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /parameter shapes differ from config 'reference'/);
   assert.ok(!existsSync(join(dir, "bad.pt")));
+
+  // another dataset: --init-from carries the token embedding over by word; the export is a
+  // textures model folder whose vocab.json is the flat textures vocabulary
+  const ckpt3 = join(dir, "tex.pt");
+  const out4 = py(["tools/train.py", "--config", "tiny", "--dataset", "textures", "--ckpt", ckpt3, "--init-from", ckpt, "--iters", "2", "--batch", "2", "--threads", "1"]);
+  assert.match(out4, /token embedding: \d+ of \d+ words carried over/);
+  const wrong = spawnSync(PY, ["tools/train.py", "--config", "tiny", "--ckpt", ckpt3, "--iters", "1"], { encoding: "utf8", timeout: 120_000 });
+  assert.notEqual(wrong.status, 0);
+  assert.match(wrong.stderr, /trained on the 'textures' dataset, not 'shapes'/);
+  const mdir3 = join(dir, "model3");
+  py(["tools/export.py", "--ckpt", ckpt3, "--out", mdir3]);
+  const vocab3 = JSON.parse(readFileSync(join(mdir3, "vocab.json"), "utf8"));
+  assert.equal(vocab3.dataset, "textures");
+  assert.ok(vocab3.patterns.includes("striped") && "grass" in vocab3.backgrounds && !("textures" in vocab3));
+  const training3 = JSON.parse(readFileSync(join(mdir3, "training.json"), "utf8"));
+  assert.equal(training3.dataset, "textures");
+  assert.equal(training3.stages.at(-1).dataset, "shapes");
+  const model3 = await loadModel(mdir3, { threads: 1 });
+  try {
+    const r = await generate({ model: model3, prompt: "a small striped red circle moving left on a grass background", steps: 2, seed: 1 });
+    assert.ok(r.video.data.every(Number.isFinite));
+    writeModelCard(model3, null);
+    assert.match(readFileSync(join(mdir3, "README.md"), "utf8"), /Stages of the run: the shapes dataset with 2 heads x 12 up to 12 samples; the textures dataset with 2 heads x 12 since/);
+  } finally {
+    await model3.release();
+  }
 });

@@ -21,6 +21,6 @@ fi
 /usr/bin/python3 tools/export.py --dataset "$dataset"
 node --import tsx --test --test-reporter=dot test/golden.test.ts
 for method in teacache magcache mixcache; do
-  npx mixcache calibrate "$method" --model "$name"
+  npx mixcache calibrate "$method" --model "$name" --save
 done
-npx mixcache evaluate --model "$name"
+npx mixcache evaluate --model "$name" --save

@@ -86,8 +86,11 @@ export const OPERATING_POINTS: Record<string, Record<string, unknown>[]> = {
     { target_speedup: 2, trigger: false }, { target_speedup: 2, impact: false }, { target_speedup: 2, penalty: 1 },
     { target_speedup: 2, adaptive: false }, { target_speedup: 2, choose: "error" }, { target_speedup: 2, probe: false },
     { target_speedup: 2, only: "step" }, { target_speedup: 2, only: "cfg" }, { target_speedup: 2, only: "block" },
+    // planned schedules (`mixcache plan --save`; left out, with a note, for a model without them)
+    { schedule: "planned", target_speedup: 1.5 }, { schedule: "planned", target_speedup: 2 },
+    { schedule: "planned", target_speedup: 3 }, { schedule: "planned", target_speedup: 4 },
   ],
-  "mixcache-plus": [{}, { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 }],
+  "mixcache-plus": [{}, { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 }, { schedule: "planned", target_speedup: 2 }],
 };
 
 /** The option sets a method is benched at ({} first if the map lacks it). */
@@ -343,6 +346,8 @@ export interface SkippedPoint {
  * default): an invalid point is a ConfigError. Non-strict (benching "every registered method"):
  * a point whose strategy refuses to build is left out and listed in `skipped`, so one method
  * (e.g. one that needs a calibration profile this model lacks) does not stop the whole bench.
+ * Planned MixCache points (`schedule: "planned"`) are optional in both modes: a model without
+ * stored schedules is benched without them.
  */
 export function buildPoints(methods: readonly string[], profilesDir: string, skipped?: SkippedPoint[]): OperatingPoint[] {
   const points: OperatingPoint[] = [];
@@ -356,7 +361,9 @@ export function buildPoints(methods: readonly string[], profilesDir: string, ski
       try {
         cache = makeCache(method, options, { profilesDir });
       } catch (e) {
-        if (skipped && method !== "none") {
+        // planned schedules exist only for models that `mixcache plan --save` ran on: optional points
+        if ((skipped || options.schedule === "planned") && method !== "none") {
+          if (!skipped) continue;
           skipped.push({ method, options: { ...options }, error: (e as Error).message });
           continue;
         }

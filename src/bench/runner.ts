@@ -24,6 +24,9 @@
  * wall times, so a bench interrupted across sessions mixes timings of two processes; run with
  * --fresh (or into a new folder) for a single-session wall-time comparison.
  *
+ * One run at a time per folder: <out>/bench.lock (lock.ts) is held for the run; a second run into
+ * the same folder fails fast, a lock left by a dead process is taken over with a warning.
+ *
  * Outputs (all written atomically): results.json (schema below, `BenchResults`), results.md,
  * results.csv, frames/<prompt index>.png (reference + each method's default point, first seed),
  * redundancy.json (the warm-up's signals, reused by reruns), journal.jsonl, clips/.
@@ -42,8 +45,10 @@ import type { LoadedModel } from "../models/load.ts";
 import { generate } from "../pipeline/pipeline.ts";
 import { writeContactSheet, toByte, type Video } from "../media/index.ts";
 import { detectAdherence, scoreAdherence, type AdherenceScore } from "../metrics/adherence.ts";
+import { detectTextureAdherence, scoreTextureAdherence, textureQuality } from "../metrics/texture-adherence.ts";
 import { PSNR_CAP_DB, SSIM_DEFAULTS, LUMA_BT601, compareClips, computeSpeedup, efficiency, mean, median, type QualityReport } from "../metrics/quality.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
+import { lockDir, tookOverNote } from "./lock.ts";
 import { RedundancyRecorder, type RedundancyResult } from "./redundancy.ts";
 import { ROW_SCHEMA, buildProtocol, rowKey, sha, type BenchPrompt, type OperatingPoint, type PresetName, type Protocol, type ProtocolOptions } from "./protocol.ts";
 
@@ -51,13 +56,15 @@ import { ROW_SCHEMA, buildProtocol, rowKey, sha, type BenchPrompt, type Operatin
 export const RESULTS_SCHEMA = 1;
 
 export interface RowAdherence {
-  /** 1 where the detected attribute matches the prompt */
-  score: AdherenceScore;
-  /** 1 when all four match */
+  /** 1 where the detected attribute matches the prompt (pattern: textures models only) */
+  score: AdherenceScore & { pattern?: 0 | 1 };
+  /** 1 when every scored attribute matches */
   all: 0 | 1;
-  /** mean of the four scores */
+  /** mean of the scores (four, or five with the pattern) */
   mean: number;
-  detected: { colour: string; shape: string; motion: string; background: string; ok: boolean };
+  detected: { colour: string; shape: string; motion: string; background: string; pattern?: string; ok: boolean };
+  /** textures models: the reference-free quality score of the output (metrics/texture-adherence.ts textureQuality) */
+  quality?: number;
 }
 
 export interface BenchRow {
@@ -100,7 +107,8 @@ export interface BenchRow {
   trace?: TraceRow[];
 }
 
-export type AdherenceAgg = AdherenceSummary;
+/** Adherence rates of a set of rows; `pattern` and the reference-free `quality` on textures models. */
+export type AdherenceAgg = AdherenceSummary & { pattern?: number; quality?: number };
 
 export interface SummaryRow {
   point: string;
@@ -262,7 +270,10 @@ function aggAdherence(list: Array<RowAdherence | null>): AdherenceAgg | null {
   const xs = list.filter((a): a is RowAdherence => a !== null);
   if (!xs.length) return null;
   const m = (f: (a: RowAdherence) => number) => xs.reduce((s, a) => s + f(a), 0) / xs.length;
-  return { n: xs.length, colour: m((a) => a.score.colour), shape: m((a) => a.score.shape), motion: m((a) => a.score.motion), background: m((a) => a.score.background), all: m((a) => a.all), mean: m((a) => a.mean) };
+  const out: AdherenceAgg = { n: xs.length, colour: m((a) => a.score.colour), shape: m((a) => a.score.shape), motion: m((a) => a.score.motion), background: m((a) => a.score.background), all: m((a) => a.all), mean: m((a) => a.mean) };
+  if (xs.every((a) => a.score.pattern !== undefined)) out.pattern = m((a) => a.score.pattern!);
+  if (xs.every((a) => a.quality !== undefined)) out.quality = m((a) => a.quality!);
+  return out;
 }
 
 const nullable = (x: number) => (Number.isFinite(x) ? x : null);
@@ -344,14 +355,18 @@ export function renderMarkdown(r: BenchResults): string {
       "cache = peak bytes held by the cache. `*` = the method's default point.",
   );
   lines.push("");
-  lines.push("| method | point | compute | wall | eff. | PSNR (a) dB | PSNR (b) dB | SSIM | adh. ref | adh. | cache MB | n |");
-  lines.push("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+  // textures models: the reference-free quality score of the outputs, next to the reference's
+  const withQ = r.summary.some((s) => s.adherence?.quality !== undefined);
+  if (withQ) lines.push("qual. = textureQuality: a reference-free 0..1 match of the output to the dataset's own statistics for its caption (texture class, texture detail and motion, palette, shape area and edge sharpness); adh. includes the pattern.", "");
+  lines.push(`| method | point | compute | wall | eff. | PSNR (a) dB | PSNR (b) dB | SSIM | adh. ref | adh. |${withQ ? " qual. ref | qual. |" : ""} cache MB | n |`);
+  lines.push(`|---|---|--:|--:|--:|--:|--:|--:|--:|--:|${withQ ? "--:|--:|" : ""}--:|--:|`);
   let last = "";
   for (const s of r.summary) {
     const ref = s.method === "none";
     lines.push(
       `| ${s.method === last ? "" : s.method} | ${s.tag}${s.default && !ref ? " *" : ""} | ${f(s.computeSpeedup, 2)}x | ${f(s.wallSpeedup, 2)}x | ${f(s.efficiency, 2)} | ` +
-        `${ref ? "ref" : f(s.psnrFrame, 2)} | ${ref ? "ref" : f(s.psnrClip, 2)} | ${ref ? "ref" : f(s.ssim, 4)} | ${f(s.adherenceRef?.mean, 2)} | ${f(s.adherence?.mean, 2)} | ${f(s.cacheMB, 2)} | ${s.n} |`,
+        `${ref ? "ref" : f(s.psnrFrame, 2)} | ${ref ? "ref" : f(s.psnrClip, 2)} | ${ref ? "ref" : f(s.ssim, 4)} | ${f(s.adherenceRef?.mean, 2)} | ${f(s.adherence?.mean, 2)} | ` +
+        `${withQ ? `${f(s.adherenceRef?.quality, 3)} | ${f(s.adherence?.quality, 3)} | ` : ""}${f(s.cacheMB, 2)} | ${s.n} |`,
     );
     last = s.method;
   }
@@ -380,6 +395,7 @@ export const CSV_COLUMNS = [
   "psnr_frame_db", "psnr_clip_db", "psnr_frame_min_db", "ssim_luma", "ssim_rgb", "ssim_min", "identical_fraction",
   "adherence_ref", "adherence", "adherence_colour", "adherence_shape", "adherence_motion", "adherence_background", "adherence_all",
   "heldout_n", "heldout_psnr_frame_db", "heldout_adherence", "cache_peak_bytes",
+  "adherence_pattern", "quality_ref", "quality",
 ] as const;
 
 function csvCell(v: unknown): string {
@@ -395,6 +411,7 @@ export function renderCsv(r: BenchResults): string {
     s.psnrFrame, s.psnrClip, s.psnrFrameMin, s.ssim, s.ssimRgb, s.ssimMin, s.identical,
     s.adherenceRef?.mean, s.adherence?.mean, s.adherence?.colour, s.adherence?.shape, s.adherence?.motion, s.adherence?.background, s.adherence?.all,
     s.heldout.n, s.heldout.psnrFrame, s.heldout.adherence, s.cachePeakBytes,
+    s.adherence?.pattern, s.adherenceRef?.quality, s.adherence?.quality,
   ].map(csvCell).join(","));
   return [CSV_COLUMNS.join(","), ...rows].join("\n") + "\n";
 }
@@ -432,7 +449,21 @@ function toolVersion(): string | null {
 
 function adherenceOf(p: Protocol, prompt: BenchPrompt, v: Video | { data: Float32Array; channels: number; frames: number; height: number; width: number }): RowAdherence | null {
   if (!prompt.attrs || v.channels !== 3 || v.frames < 2) return null;
-  const det = detectAdherence({ data: v.data, dims: [3, v.frames, v.height, v.width] }, p.vocab);
+  const clip = { data: v.data, dims: [3, v.frames, v.height, v.width] };
+  if (p.vocab.dataset === "textures" && prompt.attrs.pattern !== undefined && prompt.attrs.size !== null) {
+    const attrs = { ...prompt.attrs, size: prompt.attrs.size, pattern: prompt.attrs.pattern };
+    const det = detectTextureAdherence(clip, p.vocab);
+    const sc = scoreTextureAdherence(det, attrs);
+    const score = { colour: sc.colour, shape: sc.shape, motion: sc.motion, background: sc.background, pattern: sc.pattern };
+    return {
+      score,
+      all: (score.colour & score.shape & score.motion & score.background & score.pattern) as 0 | 1,
+      mean: (score.colour + score.shape + score.motion + score.background + score.pattern) / 5,
+      detected: { colour: det.colour, shape: det.shape, motion: det.motion, background: det.background, pattern: det.pattern, ok: det.ok },
+      quality: textureQuality(clip, p.vocab, attrs),
+    };
+  }
+  const det = detectAdherence(clip, p.vocab);
   const score = scoreAdherence(det, prompt.attrs);
   return {
     score,
@@ -442,10 +473,24 @@ function adherenceOf(p: Protocol, prompt: BenchPrompt, v: Video | { data: Float3
   };
 }
 
+/**
+ * Run (or resume) the bench into o.outDir. The folder is locked for the run (lock.ts): a second
+ * run into the same folder fails fast naming the holder, instead of duplicating every row.
+ */
 export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
   const t0 = performance.now();
+  const p = buildProtocol(o.model, o);
+  const lock = lockDir(o.outDir, "mixcache bench");
+  try {
+    const note = tookOverNote(lock);
+    return await runLocked(o, p, t0, note ? [note] : []);
+  } finally {
+    lock.release();
+  }
+}
+
+async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string[]): Promise<BenchOutcome> {
   const model = o.model;
-  const p = buildProtocol(model, o);
   const out = o.outDir;
   const journal = join(out, "journal.jsonl");
   const clipsDir = join(out, "clips");
@@ -486,7 +531,7 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
     }
   const rowsTodo = groups.reduce((s, g) => s + g.todo.length, 0);
   const rowsReused = rowsTotal - rowsTodo;
-  const warnings = new Set<string>();
+  const warnings = new Set<string>(notes);
   const gen = (prompt: string, seed: number, pt: OperatingPoint | null, cache = pt?.cache, onStep?: (d: number, t: number) => void) =>
     generate({ model, prompt, seed, steps: p.steps, guidance: p.guidance, shift: p.shift, sampler: p.sampler, negativePrompt: p.negativePrompt, shape: p.shape, cache, onStep });
 
@@ -668,7 +713,7 @@ function assemble(
         computeSpeedup: "sum of full MACs / sum of executed MACs over the point's rows",
         wallSpeedup: "median wall ms of none / median wall ms of the point, over the same prompt x seed rows",
         efficiency: "wallSpeedup / computeSpeedup",
-        adherence: "detectAdherence of the output scored against the prompt's colour, shape, motion and background; mean = mean of the four",
+        adherence: "detectAdherence of the output scored against the prompt's colour, shape, motion and background; mean = mean of the four (textures models: detectTextureAdherence, the pattern fifth; quality = textureQuality, a reference-free 0..1 match to the dataset's statistics for the caption)",
         cache: "peak bytes of tensors held by the cache (CacheReport.peakBytes)",
       },
     },

@@ -8,11 +8,15 @@ export type KnobValue = number | boolean | string;
 
 export interface KnobDef {
   name: string;
-  type: "number" | "int" | "bool" | "enum";
+  type: "number" | "int" | "bool" | "enum" | "string";
   default: KnobValue;
   min?: number;
   max?: number;
   values?: readonly string[];
+  /** string knobs: the value must match this (anchored) */
+  pattern?: RegExp;
+  /** string knobs: what the pattern means, for the error message */
+  patternDoc?: string;
   doc: string;
   /** Paper or code the knob and its default come from. */
   source?: string;
@@ -21,6 +25,7 @@ export interface KnobDef {
 function describe(k: KnobDef): string {
   if (k.type === "enum") return `${k.name}=${k.values!.join("|")}`;
   if (k.type === "bool") return `${k.name}=true|false`;
+  if (k.type === "string") return `${k.name}=${k.patternDoc ?? "TEXT"}`;
   const lo = k.min ?? -Infinity, hi = k.max ?? Infinity;
   return `${k.name} (${k.type} in [${lo}, ${hi}])`;
 }
@@ -31,6 +36,10 @@ export function knobList(defs: readonly KnobDef[]): string {
 
 /** Parse and validate raw options (strings from the CLI or typed values from the API). */
 export function parseKnobs(strategy: string, defs: readonly KnobDef[], raw: Record<string, unknown> = {}): Record<string, KnobValue> {
+  // a plain object only: options hidden behind a prototype ({ __proto__: {...} }) would be skipped
+  const proto = typeof raw === "object" && raw !== null && !Array.isArray(raw) ? Object.getPrototypeOf(raw) : undefined;
+  if (proto !== Object.prototype && proto !== null)
+    throw new ConfigError(`${strategy}: options must be a plain object of knob values`, `valid options: ${knobList(defs)}`);
   const out: Record<string, KnobValue> = {};
   for (const d of defs) out[d.name] = d.default;
   const names = defs.map((d) => d.name);
@@ -57,7 +66,13 @@ function coerce(strategy: string, d: KnobDef, value: unknown): KnobValue {
     if (typeof value === "string" && d.values!.includes(value)) return value;
     throw bad("is not one of the allowed values");
   }
-  const n = typeof value === "number" ? value : typeof value === "string" && value.trim() !== "" ? Number(value) : NaN;
+  if (d.type === "string") {
+    if (typeof value !== "string") throw bad("is not a string");
+    if (d.pattern && value !== "" && !d.pattern.test(value)) throw bad(`is not ${d.patternDoc ?? `of the form ${d.pattern}`}`);
+    return value;
+  }
+  // strings (the CLI) in plain decimal only: Number("0x10") is 16
+  const n = typeof value === "number" ? value : typeof value === "string" && /^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/.test(value) ? Number(value) : NaN;
   if (!Number.isFinite(n)) throw bad("is not a number");
   if (d.type === "int" && !Number.isInteger(n)) throw bad("is not an integer");
   if (d.min !== undefined && n < d.min) throw bad(`is below the minimum ${d.min}`);

@@ -1,6 +1,6 @@
 import { describeStrategies } from "../cache/registry.ts";
 import { helpText, parseArgs } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG } from "./common.ts";
+import { HELP_FLAG, JSON_FLAG, noPositionals } from "./common.ts";
 import type { Command } from "./main.ts";
 
 const FLAGS = [JSON_FLAG, HELP_FLAG];
@@ -14,6 +14,7 @@ export const cachesCommand: Command = {
       process.stdout.write(helpText("Usage: mixcache caches [--json]", this.summary, FLAGS));
       return 0;
     }
+    noPositionals("caches", a.positionals, "mixcache caches [--json]");
     const list = describeStrategies();
     if (a.flags.json) {
       process.stdout.write(JSON.stringify(list) + "\n");
@@ -24,7 +25,7 @@ export const cachesCommand: Command = {
       out.push(`${s.name}  [${s.granularity}]  ${s.summary}`);
       out.push(`    source: ${s.source}`);
       for (const k of s.knobs) {
-        const range = k.type === "enum" ? k.values!.join("|") : k.type === "bool" ? "true|false" : `${k.min ?? "-inf"}..${k.max ?? "inf"}`;
+        const range = k.type === "enum" ? k.values!.join("|") : k.type === "bool" ? "true|false" : k.type === "string" ? (k.patternDoc ?? "text") : `${k.min ?? "-inf"}..${k.max ?? "inf"}`;
         out.push(`    --cache-opt ${k.name}=${String(k.default).padEnd(8)} (${k.type} ${range})  ${k.doc}${k.source ? ` [${k.source}]` : ""}`);
       }
       out.push("");

@@ -6,30 +6,32 @@ import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
 import { CALIBRATORS, calibrate, calibratorNames, calibratorOptionList, defaultPrompts, findCalibrator } from "../cache/calibrate/index.ts";
 import { parseKnobs } from "../cache/knobs.ts";
-import { SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
+import { MAX_STEPS, SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
+import { validateShift } from "../schedulers/sigmas.ts";
 import { helpText, parseArgs, type FlagDef } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG } from "./common.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, checkOutputDir, checkOutputFile } from "./common.ts";
 import { ProgressBar, fmtTime } from "./progress.ts";
 import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   MODEL_FLAG,
-  { name: "prompts", type: "int", placeholder: "N", doc: "number of prompts built from the model's vocab.json (default: teacache 8, magcache 1)" },
+  { name: "prompts", type: "int", placeholder: "N", min: 1, doc: "number of prompts built from the model's vocab.json (default: teacache 8, magcache 1)" },
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "calibration prompt, repeatable (instead of --prompts)" },
-  { name: "seeds", type: "int", placeholder: "N", doc: "noise seeds 0..N-1 per prompt (default 1)" },
-  { name: "steps", type: "int", placeholder: "N", doc: "sampler steps to calibrate at (default: the model's, 50)" },
-  { name: "shift", type: "number", placeholder: "S", doc: "flow shift of the sigma schedule (default: the model's)" },
-  { name: "guidance", type: "number", placeholder: "G", doc: "classifier-free guidance scale (default: the model's)" },
+  { name: "seeds", type: "int", placeholder: "N", min: 1, max: 1000, doc: "noise seeds 0..N-1 per prompt (default 1)" },
+  { name: "steps", type: "int", placeholder: "N", min: 2, max: MAX_STEPS, doc: "sampler steps to calibrate at (default: the model's, 50)" },
+  { name: "shift", type: "number", placeholder: "S", doc: "flow shift of the sigma schedule, > 0 (default: the model's)" },
+  { name: "guidance", type: "number", placeholder: "G", min: 1, doc: "classifier-free guidance scale (default: the model's)" },
   { name: "sampler", type: "string", placeholder: SAMPLER_NAMES.join("|"), doc: "flow-matching sampler (default: the model's)" },
   { name: "opt", type: "list", placeholder: "K=V", doc: "method option, repeatable (teacache: proxy=temb|tproj, target=velocity|body|residual)" },
-  { name: "out", type: "string", placeholder: "FILE", doc: "write the profile here (default <model>/cache_profiles/<method>.json)" },
+  { name: "out", type: "string", placeholder: "FILE", doc: "write the profile to this JSON file" },
+  { name: "save", type: "bool", doc: "write it into the model folder (<model>/cache_profiles/<method>.json), where the strategy reads it" },
   THREADS_FLAG,
   JSON_FLAG,
   HELP_FLAG,
 ];
 
 function parseOpts(opts: string[] | undefined): Record<string, string> {
-  const out: Record<string, string> = {};
+  const out: Record<string, string> = Object.create(null); // "__proto__" stays a key the strict parser refuses
   for (const kv of opts ?? []) {
     const eq = kv.indexOf("=");
     if (eq <= 0) throw new UsageError(`--opt expects key=value, got "${kv}"`, "for example --opt proxy=tproj");
@@ -45,7 +47,7 @@ function methodsHelp(): string {
 
 export const calibrateCommand: Command = {
   name: "calibrate",
-  summary: "calibrate a cache method for a model (writes cache_profiles/<method>.json)",
+  summary: "calibrate a cache method for a model (--save: the model's cache_profiles/<method>.json; --out FILE)",
   async run(argv) {
     const a = parseArgs("calibrate", argv, FLAGS);
     if (a.flags.help) {
@@ -59,11 +61,9 @@ export const calibrateCommand: Command = {
     const promptList = f.prompt as string[] | undefined;
     const nPrompts = f.prompts as number | undefined;
     if (promptList && nPrompts !== undefined) throw new UsageError("pass either --prompts N or --prompt TEXT, not both");
-    if (nPrompts !== undefined && nPrompts < 1) throw new UsageError(`--prompts must be at least 1, got ${nPrompts}`);
-    const nSeeds = (f.seeds as number | undefined) ?? 1;
-    if (nSeeds < 1) throw new UsageError(`--seeds must be at least 1, got ${nSeeds}`);
+    const nSeeds = (f.seeds as number | undefined) ?? 1; // ranges of --prompts, --seeds, --steps: checked by parseArgs
     const steps = f.steps as number | undefined;
-    if (steps !== undefined && steps < 2) throw new UsageError(`--steps must be at least 2, got ${steps}`);
+    if (f.shift !== undefined) validateShift(f.shift);
     if (f.sampler !== undefined && !SAMPLER_NAMES.includes(f.sampler as SamplerName))
       throw new UsageError(`--sampler ${f.sampler} is not supported`, `use one of: ${SAMPLER_NAMES.join(", ")}`);
     const options = parseOpts(f.opt as string[] | undefined);
@@ -80,6 +80,10 @@ export const calibrateCommand: Command = {
       prompts = defaultPrompts(info.vocabPath, nPrompts ?? cal.defaultPrompts);
     }
     const seeds = Array.from({ length: nSeeds }, (_, i) => i);
+    if (f.out === undefined && !f.save) throw new UsageError("calibrate needs to know where to write the profile", `pass --save (into ${info.profilesDir}, where --cache ${cal.name} reads it) or --out FILE.json`);
+    if (f.out !== undefined && f.save) throw new UsageError("pass either --save or --out FILE, not both");
+    if (f.out !== undefined) checkOutputFile("--out", f.out as string, [".json"]);
+    else checkOutputDir("the profile folder", info.profilesDir);
 
     const loadBar = new ProgressBar("loading  ");
     const model = await loadModel(info.dir, { threads: f.threads as number | undefined }, (d, t) => loadBar.update(d, t));

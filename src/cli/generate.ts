@@ -1,29 +1,46 @@
-import { basename, extname, join } from "node:path";
+import { basename, extname, join, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
 import { loadModel, inspectModel } from "../models/load.ts";
 import { generate } from "../pipeline/pipeline.ts";
 import { makeCache } from "../cache/registry.ts";
-import { SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
-import { writeVideo } from "../media/index.ts";
+import { MAX_STEPS, SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
+import { validateShift } from "../schedulers/sigmas.ts";
+import { VIDEO_EXTENSIONS, hasFfmpeg, writeVideo } from "../media/index.ts";
+import { WordTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { helpText, parseArgs, type FlagDef } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, humanCount } from "./common.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, SEED_MAX, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
 import { ProgressBar } from "./progress.ts";
 import type { Command } from "./main.ts";
+import { readProfile } from "../cache/profiles.ts";
+import type { PlanProfile } from "../cache/strategies/mixcache.ts";
+
+/** The speed table entry `mixcache plan` stored for this model, step count and speed. */
+function speedChoice(profilesDir: string, steps: number, speed: number): { cache: string; options: Record<string, string | number> } {
+  const prof = readProfile<PlanProfile>(profilesDir, "mixcache-plans");
+  const rows = (prof?.speeds ?? []).filter((x) => x.steps === steps);
+  const hit = rows.find((x) => Math.abs(x.target - speed) < 1e-9);
+  if (!hit)
+    throw new UsageError(`no speed table entry for ${speed}x at ${steps} steps for this model (planned: ${rows.map((x) => `${x.target}x`).join(", ") || "none"})`,
+      `run \`mixcache plan --targets ${speed} --steps ${steps} --save\` for this model, or pick a planned speed`);
+  return { cache: hit.cache, options: hit.options };
+}
 
 const FLAGS: FlagDef[] = [
   MODEL_FLAG,
-  { name: "steps", type: "int", placeholder: "N", doc: "sampler steps (model default: 50)" },
-  { name: "guidance", type: "number", placeholder: "G", doc: "classifier-free guidance scale, 1 = off (default 5)" },
-  { name: "shift", type: "number", placeholder: "S", doc: "flow shift of the sigma schedule (default 3)" },
-  { name: "seed", type: "int", placeholder: "N", doc: "noise seed (default 0)" },
+  { name: "steps", type: "int", placeholder: "N", min: 1, max: MAX_STEPS, doc: "sampler steps (model default: 50)" },
+  { name: "guidance", type: "number", placeholder: "G", min: 1, doc: "classifier-free guidance scale, 1 = off (default 5)" },
+  { name: "shift", type: "number", placeholder: "S", doc: "flow shift of the sigma schedule, > 0 (default 3)" },
+  { name: "seed", type: "int", placeholder: "N", min: 0, max: SEED_MAX, doc: "noise seed (default 0)" },
   { name: "sampler", type: "string", placeholder: SAMPLER_NAMES.join("|"), doc: "flow-matching sampler (default unipc)" },
   { name: "negative", type: "string", placeholder: "TEXT", doc: "negative prompt for CFG (default: empty)" },
   { name: "cache", type: "string", placeholder: "NAME", doc: "cache strategy (default none; list: mixcache caches)" },
   { name: "cache-opt", type: "list", placeholder: "K=V", doc: "strategy option, repeatable (e.g. threshold=0.1)" },
   { name: "cache-config", type: "string", placeholder: "FILE", doc: "strategy options as a JSON object" },
-  { name: "trace", type: "string", placeholder: "FILE", doc: "write the per-step cache decision trace as JSON" },
-  { name: "out", type: "list", placeholder: "FILE", doc: "output .gif, .png (contact sheet) or .mp4; repeatable (default out/<prompt>.gif + .png)" },
+  { name: "target-speedup", type: "number", placeholder: "S", min: 1, max: 20, doc: "MixCache's compute speedup target (mixcache / mixcache-plus; the default cache then is mixcache); warns when it is not reached" },
+  { name: "speed", type: "number", placeholder: "S", min: 1, max: 20, doc: "run S times faster the best way `mixcache plan` found for this model and step count (a planned MixCache schedule or fewer steps)" },
+  { name: "trace", type: "string", placeholder: "FILE", doc: "write the per-step cache decision trace to a .json file" },
+  { name: "out", type: "list", placeholder: "FILE", doc: "output .gif, .png (contact sheet) or .mp4 (needs ffmpeg); repeatable (default out/<prompt words>-<cache tag>-s<seed>.gif + .png)" },
   THREADS_FLAG,
   JSON_FLAG,
   HELP_FLAG,
@@ -47,15 +64,52 @@ export const generateCommand: Command = {
     const f = a.flags;
     if (f.sampler !== undefined && !SAMPLER_NAMES.includes(f.sampler as SamplerName))
       throw new UsageError(`--sampler ${f.sampler} is not supported`, `use one of: ${SAMPLER_NAMES.join(", ")}`);
+    if (f.shift !== undefined) validateShift(f.shift);
     const info = inspectModel(f.model as string | undefined);
-    const cacheName = (f.cache as string | undefined) ?? "none";
-    const cache = makeCache(cacheName, cacheOptions(f["cache-opt"] as string[] | undefined, f["cache-config"] as string | undefined), { profilesDir: info.profilesDir });
+    let cacheName = (f.cache as string | undefined) ?? "none";
+    let options = cacheOptions(f["cache-opt"] as string[] | undefined, f["cache-config"] as string | undefined);
+    const asked = (f["target-speedup"] as number | undefined) ?? (f.speed as number | undefined);
+    if (f["target-speedup"] !== undefined) {
+      if (f.speed !== undefined) throw new UsageError("pass either --speed or --target-speedup, not both", "--speed picks the best planned way for this model; --target-speedup steers MixCache online");
+      if (f.cache === undefined) cacheName = "mixcache";
+      if (cacheName !== "mixcache" && cacheName !== "mixcache-plus")
+        throw new UsageError(`--target-speedup steers MixCache, not ${cacheName}`, "use --cache mixcache or mixcache-plus, or the strategy's own knobs (mixcache caches), or --speed S");
+      if ("target_speedup" in options) throw new UsageError("--target-speedup and --cache-opt target_speedup=... both set the target", "pass it once");
+      options.target_speedup = f["target-speedup"];
+    }
+    if (f.speed !== undefined) {
+      if (f.cache !== undefined || f["cache-opt"] !== undefined || f["cache-config"] !== undefined)
+        throw new UsageError("--speed chooses the cache itself", "drop --cache / --cache-opt / --cache-config, or use them without --speed");
+      const choice = speedChoice(info.profilesDir, (f.steps as number | undefined) ?? info.defaults.steps, f.speed as number);
+      cacheName = choice.cache;
+      options = { ...choice.options };
+    }
+    const cache = makeCache(cacheName, options, { profilesDir: info.profilesDir });
     const seed = (f.seed as number | undefined) ?? 0;
     const outs = (f.out as string[] | undefined) ?? (() => {
       const base = join("out", `${slug(prompt)}-${cache.tag}-s${seed}`);
       return [`${base}.gif`, `${base}.png`];
     })();
-    for (const o of outs) if (![".gif", ".png", ".mp4"].includes(extname(o).toLowerCase())) throw new UsageError(`--out ${o}: unsupported extension`, "use .gif, .png or .mp4");
+    // every input and output is checked here, before the weights load and before anything is written
+    const seen = new Set<string>();
+    for (const o of outs) {
+      checkOutputFile("--out", o, VIDEO_EXTENSIONS);
+      if (seen.has(resolve(o))) throw new UsageError(`--out ${o} is given twice`, "name each output once");
+      seen.add(resolve(o));
+    }
+    if (outs.some((o) => extname(o).toLowerCase() === ".mp4") && !hasFfmpeg())
+      throw new UsageError("MP4 output needs ffmpeg on the PATH, and none was found", "install ffmpeg (or set MIXCACHE_FFMPEG) or write .gif / .png");
+    if (f.trace !== undefined) {
+      checkOutputFile("--trace", f.trace as string, [".json"]);
+      if (seen.has(resolve(f.trace as string))) throw new UsageError(`--trace ${f.trace} is also an --out file`, "write the trace to its own .json file");
+    }
+    if (!info.pixelSpace || info.config.out_channels !== 3)
+      throw new UsageError(`model ${info.name} produces ${info.config.out_channels}-channel latents, not RGB frames`, "video outputs need a pixel-space model (a VAE decoder is not part of MixCache yet); use the API to get the latent");
+    if (!info.hasTextEncoder)
+      throw new UsageError(`model ${info.name} has no text encoder in its folder, so \`mixcache generate\` cannot encode a prompt for it`, "generate through the API with precomputed embeddings: generate({ model, textEmbedding, negativeEmbedding })");
+    const tokenizer = WordTokenizer.fromFile(join(info.dir, "tokenizer", "tokenizer.json"));
+    tokenizer.encode(prompt); // a word outside the vocabulary is an error now, not after loading
+    if (((f.guidance as number | undefined) ?? info.defaults.guidance) > 1) tokenizer.encode((f.negative as string | undefined) ?? info.defaults.negativePrompt);
 
     const loadBar = new ProgressBar("loading ");
     const model = await loadModel(info.dir, { threads: f.threads as number | undefined }, (d, t) => loadBar.update(d, t));
@@ -69,8 +123,6 @@ export const generateCommand: Command = {
         onStep: (d, t) => bar.update(d, t),
       });
       const wall = performance.now() - t0;
-      if (r.video.channels !== 3 || !model.pixelSpace)
-        throw new UsageError(`model ${model.name} produces ${r.video.channels}-channel latents, not RGB frames`, "video outputs need a pixel-space model (a VAE decoder is not part of MixCache yet); use the API to get the latent");
       for (const o of outs) await writeVideo(o, { ...r.video, channels: 3 }, { fps: model.fps });
       if (f.trace) writeFileAtomic(f.trace as string, JSON.stringify({ tag: cache.tag, prompt, seed, steps: r.steps, trace: r.cache?.trace ?? [] }, null, 1) + "\n");
       const s = r.stats;
@@ -80,6 +132,7 @@ export const generateCommand: Command = {
           cache: cache.tag, wall_ms: Math.round(wall), macs_executed: s.macsExecuted, macs_full: s.macsFull,
           compute_speedup: Number(s.computeSpeedup.toFixed(4)), cache_peak_bytes: r.cache?.peakBytes ?? 0,
           computed: s.computed, reused: s.reused, outputs: outs,
+          cache_counters: r.cache?.counters ?? {}, cache_warnings: r.cache?.warnings ?? [],
         }) + "\n");
       } else {
         process.stdout.write(
@@ -92,6 +145,9 @@ export const generateCommand: Command = {
         );
         for (const w of r.cache?.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
       }
+      // a speed that was asked for and not reached is said, on stderr (also with --json)
+      if (asked !== undefined && s.computeSpeedup < asked * 0.97)
+        process.stderr.write(`warning: asked for ${asked}x, reached ${s.computeSpeedup.toFixed(2)}x of compute (${cache.tag}); MixCache's warm-up and interval cap bound the reachable speed, or the planned table has no faster entry\n`);
       return 0;
     } finally {
       await model.release();

@@ -2,15 +2,19 @@
  * The `mixcache` command line: a thin layer over the API. Exit codes: 0 ok, 2 usage error,
  * 1 runtime error. Commands live in one file each; this file dispatches and maps errors to exit codes.
  */
-import { MixCacheError } from "../errors.ts";
+import { readFileSync } from "node:fs";
+import { MixCacheError, closest } from "../errors.ts";
 import { generateCommand } from "./generate.ts";
 import { infoCommand } from "./info.ts";
 import { cachesCommand } from "./caches.ts";
 import { evaluateCommand } from "./evaluate.ts";
 import { calibrateCommand } from "./calibrate.ts";
+import { planCommand } from "./plan.ts";
 import { benchCommand } from "./bench.ts";
 import { reportCommand } from "./report.ts";
 import { viewCommand } from "./view.ts";
+import { serveCommand } from "./serve.ts";
+import { workerCommand } from "./worker.ts";
 
 export interface Command {
   name: string;
@@ -18,7 +22,7 @@ export interface Command {
   run(argv: string[]): Promise<number>;
 }
 
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, benchCommand, reportCommand, viewCommand];
+const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, planCommand, benchCommand, reportCommand, viewCommand, serveCommand, workerCommand];
 
 export function registerCommand(c: Command): void {
   COMMANDS.push(c);
@@ -26,7 +30,12 @@ export function registerCommand(c: Command): void {
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join("\n");
-  return `mixcache: video diffusion transformers, faster by caching\n\nUsage: mixcache <command> [options]   (mixcache <command> --help for details)\n\nCommands:\n${rows}\n`;
+  return `mixcache: video diffusion transformers, faster by caching\n\nUsage: mixcache <command> [options]   (mixcache <command> --help for details)\n       mixcache --version\n\nCommands:\n${rows}\n`;
+}
+
+/** The package version (package.json at the package root). */
+export function version(): string {
+  return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -35,9 +44,14 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(usage());
     return name ? 0 : 2;
   }
+  if (name === "--version" || name === "-v") {
+    process.stdout.write(`mixcache ${version()}\n`);
+    return 0;
+  }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    process.stderr.write(`mixcache: unknown command "${name}"\n\n${usage()}`);
+    const guess = closest(name, COMMANDS.map((c) => c.name), 1)[0];
+    process.stderr.write(`mixcache: unknown command "${name}" (did you mean ${guess}?)\n  fix: run \`mixcache ${guess} --help\`, or \`mixcache --help\` for every command\n\n${usage()}`);
     return 2;
   }
   try {

@@ -14,7 +14,7 @@ from .text import encode
 
 
 def unipc_sigmas(steps: int, shift: float) -> np.ndarray:
-    """diffusers UniPC flow sigmas (use_flow_sigmas, final_sigmas_type zero), as in wan21.md 4.1."""
+    """diffusers UniPC flow sigmas (use_flow_sigmas, final_sigmas_type zero), as in docs/design/wan21.md 4.1."""
     base = np.linspace(1.0, 1.0 / 1000, steps + 1)[:-1]
     s = shift * base / (1 + (shift - 1) * base)
     if abs(s[0] - 1) < 1e-6:
@@ -28,7 +28,9 @@ def write_golden(path: str, model, text_encoder, tokens: list[str], max_tokens: 
     cfg = model.cfg
     clip = (1, cfg.in_channels, 8, 32, 32)
     x = torch.randn(clip, generator=g)
-    prompt = "a large red circle moving right on a black background"
+    # a caption of the model's own dataset (the textures vocabulary names a pattern and a texture)
+    prompt = ("a large striped red circle moving right on a grass background" if "striped" in tokens
+              else "a large red circle moving right on a black background")
     ids = torch.tensor([encode(prompt, tokens, max_tokens)])
     text = text_encoder(ids)
     empty = text_encoder(torch.zeros_like(ids))

@@ -65,12 +65,12 @@ const magcacheCalibrator: Calibrator = {
 
 const mixcacheCalibrator: Calibrator = {
   name: "mixcache",
-  summary: "impact factors I_t(psi) for step / cfg / block caching by one-step-reuse perturbation (mode=gaussian: the spec's noise), plus per-step change rates",
-  source: "MixCache (arXiv 2508.12691) accuracy-impact analysis; our spec shared design/mixcache.md section 4",
+  summary: "impact factors I_t(psi) for step / cfg / block caching by one-step-reuse perturbation (mode=gaussian: the paper's noise), plus per-step change rates",
+  source: "MixCache (arXiv 2508.12691) accuracy-impact analysis; design: docs/design/mixcache.md section 4",
   defaultPrompts: 2,
   options: [
     { name: "grid", type: "int", default: 10, min: 2, max: 1000, doc: "steps perturbed (evenly spread, first and last included)" },
-    { name: "mode", type: "enum", default: "reuse", values: ["reuse", "gaussian"], doc: "perturbation: the value one step earlier (reuse) or Gaussian noise of size eps (the spec's)" },
+    { name: "mode", type: "enum", default: "reuse", values: ["reuse", "gaussian"], doc: "perturbation: the value one step earlier (reuse) or Gaussian noise of size eps (the paper's)" },
     { name: "eps", type: "number", default: 0.05, min: 1e-6, max: 10, doc: "relative noise magnitude (gaussian mode)" },
     { name: "fn", type: "int", default: 1, min: 0, max: 1000, doc: "front compute blocks of the block granularity (match the strategy)" },
     { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "back compute blocks of the block granularity (match the strategy)" },
@@ -130,9 +130,9 @@ export function calibratorOptionList(c: Calibrator): string {
 }
 
 /**
- * A deterministic list of n captions from a shapes vocabulary (vocab.json), cycling every
+ * A deterministic list of n captions from a dataset vocabulary (vocab.json), cycling every
  * attribute independently so that the first few prompts already cover each shape, colour, size,
- * motion and background.
+ * motion, background (and pattern).
  */
 export function defaultPrompts(vocabPath: string, n: number): string[] {
   const v = loadVocab(vocabPath);
@@ -148,6 +148,8 @@ export function defaultPrompts(vocabPath: string, n: number): string[] {
       motion: motions[(k + Math.floor(k / motions.length)) % motions.length],
       background: backgrounds[(k + Math.floor(k / backgrounds.length)) % backgrounds.length],
     };
+    // textures vocabulary: the surface pattern cycles too
+    if (v.patterns?.length) a.pattern = v.patterns[(k + 2 * Math.floor(k / v.patterns.length)) % v.patterns.length];
     const c = caption(v, a);
     if (!seen.has(c)) {
       seen.add(c);

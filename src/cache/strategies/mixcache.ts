@@ -1,7 +1,7 @@
 /**
  * MixCache (Wei et al., arXiv 2508.12691): mixture-of-cache across three granularities, chosen per
- * step. Our implementation of the team's working spec (shared design/mixcache.md; README
- * "MixCache" section for what we changed and why). Decision logic: mixcache-decision.ts.
+ * step. Design: docs/design/mixcache.md (what we changed from the paper and why; the README's
+ * "MixCache as implemented" section has the numbers). Decision logic: mixcache-decision.ts.
  *
  * Granularities and what each reuses (per CFG branch unless noted):
  *   step   skip every block of both branches; h_L = h_0 + R, R = body residual of the last full step
@@ -14,7 +14,8 @@
  * rate (divided by the gap between those full steps) times the age of the cache. Block caching
  * also probes for free: the first Fn blocks run anyway, and rel(h_Fn(t), h_Fn(last full)) can
  * veto the block reuse. Impact factors I_t come from cache_profiles/mixcache.json
- * (`mixcache calibrate mixcache`, Gaussian-perturbation analysis); without one, I = 1 (warning).
+ * (`mixcache calibrate mixcache`, one-step-reuse perturbation by default); without one, I = 1
+ * (warning).
  */
 import type { StrategyDef } from "../registry.ts";
 import { CacheStore, perBranch, type CacheStrategy, type TraceRow } from "../strategy.ts";
@@ -24,6 +25,7 @@ import { add, axpy, relL1, sub } from "../../tensor/ops.ts";
 import type { Branch, RunInfo } from "../../pipeline/hooks.ts";
 import { ConfigError } from "../../errors.ts";
 import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
+import { LETTER_ACTION, planSegments } from "../plan/dp.ts";
 
 export interface MixCacheProfile {
   meta: ProfileMeta & { eps: number; mode?: string; grid: number[] };
@@ -59,7 +61,7 @@ const KNOBS = (order: number) => [
   { name: "trigger", type: "bool", default: true, doc: "Context-aware trigger (false: caching may start right after warm-up)." },
   { name: "trigger_tau", type: "number", default: 0.15, min: 0, max: 100, doc: "Trigger: output change between consecutive full steps must stay below this..." },
   { name: "trigger_patience", type: "int", default: 2, min: 1, max: 1000, doc: "...for this many consecutive full steps." },
-  { name: "warmup", type: "number", default: 0.2, min: 0, max: 1, doc: "Minimum fraction of steps computed before caching may start.", source: "peers: MagCache retention 0.2, EasyCache 10 of 50 steps (the spec's 10% cached too early on the reference model)" },
+  { name: "warmup", type: "number", default: 0.2, min: 0, max: 1, doc: "Minimum fraction of steps computed before caching may start.", source: "peers: MagCache retention 0.2, EasyCache 10 of 50 steps (10% cached too early on the reference model)" },
   { name: "tail", type: "int", default: 1, min: 0, max: 1000, doc: "Last steps always computed." },
   { name: "impact", type: "bool", default: true, doc: "Use the calibrated impact factors I (false: I = 1)." },
   { name: "only", type: "enum", default: "all", values: ["all", ...GRANULARITIES], doc: "Restrict to one granularity (ablation)." },
@@ -68,11 +70,57 @@ const KNOBS = (order: number) => [
   { name: "interval_cap", type: "int", default: 6, min: 1, max: 1000, doc: "Upper bound of the adaptive interval." },
   { name: "delta1", type: "number", default: 0.05, min: 0, max: 100, doc: "Deviation below which the interval grows by 1." },
   { name: "delta2", type: "number", default: 0.2, min: 0, max: 100, doc: "Deviation above which the interval halves." },
-  { name: "probe", type: "bool", default: true, doc: "Veto block reuse when the front-block probe says the middle changed more than D predicted." },
+  { name: "probe", type: "bool", default: true, doc: "Veto block reuse when the front-block probe says the middle changed more than D predicted (online schedule only)." },
+  { name: "schedule", type: "enum", default: "online", values: ["online", "planned"], doc: "online: decide per step from the signals; planned: follow the schedule `mixcache plan` stored for this model, step count and target speed (cache_profiles/mixcache-plans.json)." },
+  { name: "plan", type: "string", default: "", pattern: /^[FSCB]+$/, patternDoc: "a string of F|S|C|B, one letter per step", doc: "Follow this schedule exactly: F full, S step cache, C CFG cache, B block cache (one letter per step; overrides schedule)." },
 ] as const;
+
+/** A stored schedule (cache_profiles/mixcache-plans.json, written by `mixcache plan`). */
+export interface PlannedSchedule {
+  steps: number;
+  /** compute speedup the schedule was planned for */
+  target: number;
+  plan: string;
+  /** exact compute speedup of the schedule */
+  speedup: number;
+  /** granularities it may use ("step,cfg,block" for the hybrid) */
+  grans: string;
+  /** mean PSNR (a) to the uncached output on the planning prompts: DP estimate and measured */
+  psnrPredicted: number;
+  psnrMeasured: number;
+}
+
+/** One row of the speed table: the best way found to run `target` times faster on the planning
+ * prompts (a planned hybrid schedule or plain fewer steps), with its measured PSNR. */
+export interface SpeedChoice {
+  steps: number;
+  target: number;
+  cache: "mixcache" | "fewer-steps";
+  options: Record<string, string | number>;
+  psnr: number;
+  speedup: number;
+}
+
+export interface PlanProfile {
+  meta: ProfileMeta & { prompts: string[]; seeds: number[]; fn: number; bn: number; seconds: number };
+  schedules: PlannedSchedule[];
+  speeds?: SpeedChoice[];
+}
+
+/** The stored schedule for `steps` and `target` (hybrid first), or null. */
+export function findPlanned(profile: PlanProfile | null, steps: number, target: number, grans = "step,cfg,block"): PlannedSchedule | null {
+  if (!profile) return null;
+  const c = profile.schedules.filter((s) => s.steps === steps && s.grans === grans && Math.abs(s.target - target) < 1e-6);
+  return c[0] ?? null;
+}
 
 function tagOf(name: string, c: Record<string, KnobValue>, budget: number): string {
   let t = c.order === 1 ? "mixcache+" : "mixcache";
+  if (c.plan) return `${t}-plan-${planDigest(c.plan as string)}-F${c.fn}B${c.bn}`;
+  if (c.schedule === "planned") {
+    const tgt = (c.target_speedup as number) > 0 ? (c.target_speedup as number) : PRESETS[c.preset as string].target;
+    return `${t}-planned-x${fmt(tgt)}${c.only !== "all" ? `-only${c.only}` : ""}`;
+  }
   t += (c.target_speedup as number) > 0 ? `-x${fmt(c.target_speedup)}` : c.budget === -1 ? `-${c.preset}` : `-b${fmt(budget)}`;
   t += `-F${c.fn}B${c.bn}`;
   if (c.order === 1 && c.extrapolation !== 0.5) t += `-a${fmt(c.extrapolation)}`;
@@ -88,6 +136,13 @@ function tagOf(name: string, c: Record<string, KnobValue>, budget: number): stri
   if (abl.length) t += "-" + abl.join("-");
   void name;
   return t;
+}
+
+/** A short stable digest of a schedule string (FNV-1a), for tags. */
+function planDigest(plan: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < plan.length; i++) h = Math.imul(h ^ plan.charCodeAt(i), 0x01000193) >>> 0;
+  return `${plan.length}s${h.toString(16).padStart(8, "0").slice(0, 6)}`;
 }
 
 /** Nearest-neighbour resample of a per-step curve to `n` steps. */
@@ -117,12 +172,22 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
   const order = c.order as number;
   const a = c.extrapolation as number;
   const allowed: readonly Gran[] = c.only === "all" ? GRANULARITIES : [c.only as Gran];
+  const planProfile = c.plan === "" && c.schedule === "planned" ? readProfile<PlanProfile>(profilesDir, "mixcache-plans") : null;
+  if (c.plan === "" && c.schedule === "planned" && profilesDir !== undefined) {
+    // built for a model folder: refuse now (before any run) when it holds no schedule for this speed
+    const want = (c.target_speedup as number) > 0 ? (c.target_speedup as number) : PRESETS[c.preset as string].target;
+    const grans = c.only === "all" ? "step,cfg,block" : (c.only as string);
+    if (!planProfile?.schedules.some((x) => x.grans === grans && Math.abs(x.target - want) < 1e-6))
+      throw new ConfigError(`mixcache schedule=planned: this model has no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned at ${want}x (${profilesDir}/mixcache-plans.json)`,
+        `run \`mixcache plan --targets ${want} --save\` for this model, or use schedule=online`);
+  }
+  if (c.plan !== "") planSegments(c.plan as string); // mixed granularities inside one run are refused here
   return {
     name, granularity: "hybrid", config, tag,
     attach() {
       const store = new CacheStore();
       const warnings: string[] = [];
-      if (!profile && c.impact) warnings.push("no MixCache calibration profile for this model: impact factors I = 1 (quality is lower; run `mixcache calibrate mixcache`)");
+      if (!profile && c.impact && !c.plan && c.schedule !== "planned") warnings.push("no MixCache calibration profile for this model: impact factors I = 1 (quality is lower; run `mixcache calibrate mixcache`)");
       const trace: TraceRow[] = [];
       const br = perBranch<BranchCache>(() => ({}));
       let run: RunInfo;
@@ -150,6 +215,9 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
       let spent = 0;
       const counters = { full: 0, step: 0, cfg: 0, block: 0, probeVetoes: 0 };
       let vetoed = false;
+      // a followed schedule (plan=... or schedule=planned), resolved at beginRun
+      let planActions: Action[] | null = null;
+      let planFallbacks = 0;
 
       const extrap = (x: Float32Array, prev: Float32Array | undefined, index: number): Float32Array => {
         if (order === 0 || !prev || prevFull < 0) return x;
@@ -173,6 +241,24 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
             I = profile && c.impact
               ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
               : { step: one, cfg: one, block: one };
+            planActions = null;
+            let plan = c.plan as string;
+            if (!plan && c.schedule === "planned") {
+              const want = target > 0 ? target : 2;
+              const grans = c.only === "all" ? "step,cfg,block" : (c.only as string);
+              const found = findPlanned(planProfile, r.steps, want, grans);
+              if (!found) {
+                const have = planProfile ? planProfile.schedules.filter((x) => x.grans === grans).map((x) => `${x.steps} steps x${x.target}`).join(", ") || "none" : "no mixcache-plans.json";
+                throw new ConfigError(`mixcache schedule=planned: no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned for ${r.steps} steps at ${want}x for this model (stored: ${have})`,
+                  `run \`mixcache plan --steps ${r.steps} --targets ${want}\` for this model, or use schedule=online`);
+              }
+              plan = found.plan;
+            }
+            if (plan) {
+              if (plan.length !== r.steps)
+                throw new ConfigError(`mixcache plan has ${plan.length} letters but the run has ${r.steps} steps`, `give one letter per step (F S C B), or run ${plan.length} steps`);
+              planActions = [...plan].map((ch) => LETTER_ACTION[ch]);
+            }
           },
           beginStep(step) {
             const i = step.index;
@@ -180,6 +266,17 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
             P = 0;
             D = {};
             Pall = {};
+            vetoed = false;
+            if (planActions) {
+              // follow the schedule; a cached letter whose cache does not exist yet runs full
+              const want = planActions[i];
+              if (want !== "full") {
+                const ok = lastFull >= 0 && (want === "step" ? !!br.cond.R : want === "cfg" ? run.cfg && store.has("G") : !!br.cond.M && Fn + Bn < L);
+                if (ok) action = want;
+                else planFallbacks++;
+              }
+              return;
+            }
             let intervalLimit = sched.maxInterval;
             let affordFull = false;
             if (target > 0) {
@@ -221,7 +318,7 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
             const i = ctx.step.index;
             if (action === "step") return add(h0, extrap(b.R!, b.Rprev, i));
             const hF = await runBlocks(0, Fn, h0);
-            if (action === "block" && c.probe && Fn > 0 && b.probe && ctx.branch === "cond") {
+            if (action === "block" && c.probe && !planActions && Fn > 0 && b.probe && ctx.branch === "cond") {
               // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
               // for the middle, this becomes a full step (both branches) that refreshes every cache
               const probe = relL1(hF, b.probe);
@@ -313,7 +410,11 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
             trace.push(row);
           },
         },
-        report: () => ({ name, tag, config, peakBytes: store.peak, trace, counters: { ...counters, triggeredAt: trigger.firedAt }, warnings }),
+        report: () => ({
+          name, tag, config, peakBytes: store.peak, trace,
+          counters: { ...counters, triggeredAt: trigger.firedAt, ...(planActions ? { planFallbacks } : {}) },
+          warnings: planFallbacks ? [...warnings, `${planFallbacks} planned cached steps ran full (their cache did not exist yet, or the model has no CFG branch)`] : warnings,
+        }),
       };
     },
   };
@@ -322,8 +423,8 @@ function build(name: string, config: Record<string, KnobValue>, profilesDir?: st
 export const mixcache: StrategyDef = {
   name: "mixcache",
   granularity: "hybrid",
-  summary: "MixCache: a context-aware trigger, then per step the cheapest of step / CFG / block caching by D x I with a repeat penalty, under an accumulated error budget and an adaptive interval.",
-  source: "Wei et al., arXiv 2508.12691 (MixCache); our spec shared design/mixcache.md",
+  summary: "MixCache: a context-aware trigger, then per step the step / CFG / block cache with the least D x I per saved compute (choose=error: least D x I) with a repeat penalty, under an accumulated error budget and an adaptive interval.",
+  source: "Wei et al., arXiv 2508.12691 (MixCache); design: docs/design/mixcache.md",
   knobs: KNOBS(0) as unknown as StrategyDef["knobs"],
   exact: { budget: 0 },
   build: (config, env) => build("mixcache", config, env?.profilesDir),

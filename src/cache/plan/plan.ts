@@ -1,0 +1,286 @@
+/**
+ * Planned MixCache: a static hybrid schedule per model, step count and target speed.
+ *
+ *  1. On calibration prompts (never the bench's), record the uncached run and measure, for every
+ *     cached segment (full step i, then len <= maxRun cached steps of one granularity), the local
+ *     error it adds and how errors at each step grow into the final output (measure.ts).
+ *  2. The segment cost = propagation gain x local error, averaged over the prompts; the schedule
+ *     with the least summed cost under the compute budget (steps / target) is a shortest path over
+ *     segments (dp.ts), for the hybrid (step, CFG and block) and for each single granularity.
+ *  3. Local search on whole runs: moves the cost model ranks best (another granularity for one
+ *     segment, a segment boundary one step earlier or later) are run for real, and a move is kept
+ *     when the mean PSNR to the uncached output on the calibration prompts improves.
+ * The same procedure on the evaluation prompts themselves is the oracle bound (`oracle: true` in
+ * the bench): the best schedule any static plan of this form could reach there.
+ */
+import { MixCacheError } from "../../errors.ts";
+import type { LoadedModel } from "../../models/load.ts";
+import { generate } from "../../pipeline/pipeline.ts";
+import { makeCache } from "../registry.ts";
+import { GRANULARITIES, type Gran } from "../strategies/mixcache-decision.ts";
+import { LETTER_ACTION, PLAN_LETTER, planCompute, planDp, planSegments } from "./dp.ts";
+import { mse01, propagationGains, psnrOf, recordReference, segKey, segmentErrors, type Reference } from "./measure.ts";
+
+/**
+ * First steps always computed, as a fraction of the steps. Lower than online MixCache's 20%: the
+ * planner measures what caching early steps costs instead of guarding against it. On the reference
+ * model (2 planning prompts, 50 steps) 6% gave 39.6 dB at 2x and 32.3 dB at 3x, 20% gave 35.7 and
+ * 25.6 dB (at 3x a 20% warm-up leaves only runs of 6 step-cached steps).
+ */
+export const DEFAULT_PLAN_WARMUP = 0.06;
+
+export interface PlanOptions {
+  model: LoadedModel;
+  prompts: string[];
+  seeds: number[];
+  steps: number;
+  targets: number[];
+  guidance?: number;
+  shift?: number;
+  /** front / back blocks always computed under block caching (MixCache's fn / bn) */
+  fn?: number;
+  bn?: number;
+  /** longest run of cached steps in one segment (MixCache's interval_cap) */
+  maxRun?: number;
+  /** first steps always computed (fraction of steps; default DEFAULT_PLAN_WARMUP) */
+  warmup?: number;
+  /** last steps always computed */
+  tail?: number;
+  /** granularity sets to plan: "hybrid" and/or single granularities */
+  sets?: Array<"hybrid" | Gran>;
+  /** real runs per local search (per target and set); 0 = the DP schedule as is */
+  searchEvals?: number;
+  /** propagation gains measured every `gainGrid` steps */
+  gainGrid?: number;
+  onProgress?: (phase: string, done: number, total: number) => void;
+}
+
+export interface PlannedResult {
+  target: number;
+  grans: string;
+  plan: string;
+  speedup: number;
+  psnrPredicted: number;
+  /** mean PSNR (one MSE over the clip) to the uncached output on the planning prompts */
+  psnrMeasured: number;
+  /** the DP schedule before local search, and its measured PSNR */
+  dpPlan: string;
+  dpPsnr: number;
+  evaluations: number;
+}
+
+export interface PlanTables {
+  refs: Reference[];
+  /** mean over prompts of gain_j x local error, by segment key */
+  cost: Map<string, number>;
+  costOf: Record<Gran, number>;
+  seconds: number;
+}
+
+/** Step 1: references, segment errors and gains on the planning prompts. */
+export async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
+  const t0 = performance.now();
+  const fn = o.fn ?? 1, bn = o.bn ?? 1, maxRun = o.maxRun ?? 6, grid = o.gainGrid ?? 5;
+  if (!o.prompts.length || !o.seeds.length) throw new MixCacheError("USAGE", "plan: no planning prompts or seeds", "pass at least one prompt and one seed");
+  const refs: Reference[] = [];
+  const cost = new Map<string, number>();
+  const pairs = o.prompts.flatMap((prompt) => o.seeds.map((seed) => ({ prompt, seed })));
+  for (const [n, p] of pairs.entries()) {
+    const ref = await recordReference({ model: o.model, prompt: p.prompt, seed: p.seed, steps: o.steps, guidance: o.guidance, shift: o.shift }, fn, bn);
+    refs.push(ref);
+    const grans = GRANULARITIES.filter((g) => g !== "cfg" || ref.cfg);
+    const local = await segmentErrors(ref, grans, maxRun, (d, t) => o.onProgress?.(`segments ${n + 1}/${pairs.length}`, d, t));
+    const gains = await propagationGains(ref, "step", grid, (d, t) => o.onProgress?.(`propagation ${n + 1}/${pairs.length}`, d, t));
+    for (const [k, e] of local) {
+      const [i, , len] = k.split("|");
+      const j = Number(i) + 1 + Number(len);
+      cost.set(k, (cost.get(k) ?? 0) + (gains[j] * e) / pairs.length);
+    }
+  }
+  return { refs, cost, costOf: refs[0].costOf, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Mean PSNR of a schedule over the tables' reference runs (real runs). */
+export async function measurePlan(o: PlanOptions, t: PlanTables, plan: string): Promise<number> {
+  let s = 0;
+  for (const ref of t.refs) {
+    const r = await generate({
+      model: o.model, prompt: ref.spec.prompt, seed: ref.spec.seed, steps: o.steps, guidance: o.guidance, shift: o.shift,
+      cache: makeCache("mixcache", { plan, fn: ref.fn, bn: ref.bn }),
+    });
+    s += psnrOf(mse01(r.video.data, ref.latents[o.steps]));
+  }
+  return s / t.refs.length;
+}
+
+/** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference runs. */
+export async function measureCache(o: PlanOptions, t: PlanTables, name: string, options: Record<string, unknown>): Promise<{ psnr: number; speedup: number }> {
+  let s = 0, sp = 0;
+  for (const ref of t.refs) {
+    const r = await generate({
+      model: o.model, prompt: ref.spec.prompt, seed: ref.spec.seed, steps: o.steps, guidance: o.guidance, shift: o.shift,
+      cache: makeCache(name, options),
+    });
+    s += psnrOf(mse01(r.video.data, ref.latents[o.steps]));
+    sp += r.stats.computeSpeedup;
+  }
+  return { psnr: s / t.refs.length, speedup: sp / t.refs.length };
+}
+
+function predicted(t: PlanTables, plan: string): number {
+  let e = 0;
+  for (const s of planSegments(plan)) if (s.gran) e += t.cost.get(segKey(s.start, s.gran, s.len)) ?? Infinity;
+  return e;
+}
+
+/** Neighbouring schedules: one segment's granularity changed, or one boundary moved by a step. */
+function neighbours(plan: string, grans: readonly Gran[], maxRun: number, warm: number, tail: number): string[] {
+  const N = plan.length;
+  const out = new Set<string>();
+  const segs = planSegments(plan);
+  for (const s of segs) {
+    if (!s.gran) continue;
+    for (const g of grans) if (g !== s.gran) out.add(plan.slice(0, s.start + 1) + PLAN_LETTER[g].repeat(s.len) + plan.slice(s.start + 1 + s.len));
+  }
+  // move the full step that starts a segment one step earlier / later (the cached run before it
+  // shrinks or grows by one), keeping runs within maxRun, warm-up and tail
+  for (let k = 1; k < segs.length; k++) {
+    const prev = segs[k - 1], cur = segs[k];
+    const letterPrev = prev.gran ? PLAN_LETTER[prev.gran] : null;
+    const letterCur = cur.gran ? PLAN_LETTER[cur.gran] : null;
+    if (letterPrev && prev.len > 1) {
+      // earlier: previous run loses its last step, current run gains one
+      const p = plan.split("");
+      p[cur.start - 1] = "F";
+      p[cur.start] = letterCur ?? letterPrev;
+      const s = p.join("");
+      if (letterCur || cur.start < N - tail) out.add(s);
+    }
+    if (letterCur && (letterPrev ? prev.len < maxRun : prev.start + 1 >= warm)) {
+      // later: the current full step becomes a cached step of the previous run
+      const p = plan.split("");
+      p[cur.start] = letterPrev ?? letterCur;
+      p[cur.start + 1] = "F";
+      out.add(p.join(""));
+    }
+  }
+  const valid: string[] = [];
+  for (const s of out) {
+    if (s.length !== N || s === plan) continue;
+    try {
+      const segs2 = planSegments(s);
+      if (segs2.some((x) => x.len > maxRun || (x.gran && (x.start + 1 < warm || x.start + x.len >= N - tail)))) continue;
+    } catch {
+      continue;
+    }
+    valid.push(s);
+  }
+  return valid;
+}
+
+/** Steps 2 and 3 for one target and granularity set. */
+export async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran): Promise<PlannedResult> {
+  const maxRun = o.maxRun ?? 6;
+  const warm = Math.max(1, Math.ceil((o.warmup ?? DEFAULT_PLAN_WARMUP) * o.steps));
+  const tail = o.tail ?? 1;
+  const cfgAvailable = t.refs.every((r) => r.cfg);
+  const grans: Gran[] = set === "hybrid" ? GRANULARITIES.filter((g) => g !== "cfg" || cfgAvailable) : [set];
+  if (set === "cfg" && !cfgAvailable) throw new MixCacheError("USAGE", "plan: CFG caching needs guidance > 1", "plan step or block caching, or use guidance > 1");
+  const budget = o.steps / target;
+  const solve = (gs: readonly Gran[]) => planDp({
+    steps: o.steps, grans: gs, costOf: t.costOf, maxRun, budget, warmup: warm, tail,
+    error: (i, g, len) => t.cost.get(segKey(i, g, len)) ?? Infinity,
+  });
+  const dp = solve(grans);
+  const dpPsnr = await measurePlan(o, t, dp.plan);
+  let best = { plan: dp.plan, psnr: dpPsnr };
+  let evals = 1;
+  if (grans.length > 1) {
+    // the hybrid's search space holds every single-granularity schedule: start the local search
+    // from the best measured of the DP schedules, so the hybrid never ends below a single one
+    for (const g of grans) {
+      let single: string;
+      try {
+        single = solve([g]).plan;
+      } catch {
+        continue; // this granularity alone cannot reach the target
+      }
+      if (single === best.plan) continue;
+      const p = await measurePlan(o, t, single);
+      evals++;
+      if (p > best.psnr) best = { plan: single, psnr: p };
+    }
+  }
+  const limit = o.searchEvals ?? 12;
+  const tried = new Set([dp.plan]);
+  while (evals < limit) {
+    const cands = neighbours(best.plan, grans, maxRun, warm, tail)
+      .filter((s) => !tried.has(s) && planCompute(s, t.costOf) <= budget + 1e-9)
+      .map((s) => ({ s, e: predicted(t, s) }))
+      .filter((c) => Number.isFinite(c.e))
+      .sort((a, b) => a.e - b.e);
+    if (!cands.length) break;
+    let improved = false;
+    for (const c of cands.slice(0, 3)) {
+      if (evals >= limit) break;
+      tried.add(c.s);
+      const p = await measurePlan(o, t, c.s);
+      evals++;
+      o.onProgress?.(`search x${target} ${set}`, evals, limit);
+      if (p > best.psnr + 1e-6) {
+        best = { plan: c.s, psnr: p };
+        improved = true;
+        break;
+      }
+    }
+    if (!improved) break;
+  }
+  const mseSum = predicted(t, best.plan);
+  return {
+    target, grans: grans.join(","), plan: best.plan, speedup: o.steps / planCompute(best.plan, t.costOf),
+    psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals,
+  };
+}
+
+/** Every target x granularity set. */
+export interface PlanOutcome {
+  tables: PlanTables;
+  results: PlannedResult[];
+  infeasible: Array<{ target: number; set: string; reason: string }>;
+  /** the naive baseline at each target on the same prompts (for the speed table) */
+  fewerSteps: Array<{ target: number; psnr: number; speedup: number }>;
+  /** online MixCache (target_speedup) on the same prompts: what planning adds */
+  online: Array<{ target: number; psnr: number; speedup: number }>;
+  seconds: number;
+}
+
+export async function planSchedules(o: PlanOptions): Promise<PlanOutcome> {
+  const t0 = performance.now();
+  const tables = await measurePlanTables(o);
+  const results: PlannedResult[] = [];
+  const infeasible: Array<{ target: number; set: string; reason: string }> = [];
+  const fewerSteps: Array<{ target: number; psnr: number; speedup: number }> = [];
+  const online: Array<{ target: number; psnr: number; speedup: number }> = [];
+  for (const target of o.targets) {
+    fewerSteps.push({ target, ...(await measureCache(o, tables, "fewer-steps", { speedup: target })) });
+    online.push({ target, ...(await measureCache(o, tables, "mixcache", { target_speedup: target, fn: o.fn ?? 1, bn: o.bn ?? 1 })) });
+  }
+  for (const target of o.targets)
+    for (const set of o.sets ?? ["hybrid"]) {
+      try {
+        results.push(await planOne(o, tables, target, set));
+      } catch (e) {
+        // a single granularity may not reach the target at all (CFG caching alone saves at most half)
+        if (e instanceof MixCacheError && /no schedule of/.test(e.message)) infeasible.push({ target, set, reason: e.message.split("\n")[0] });
+        else throw e;
+      }
+    }
+  return { tables, results, infeasible, fewerSteps, online, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** A schedule as counts per action, e.g. "22 F, 20 S, 8 B". */
+export function describePlan(plan: string): string {
+  const n: Record<string, number> = {};
+  for (const ch of plan) n[ch] = (n[ch] ?? 0) + 1;
+  return Object.keys(LETTER_ACTION).filter((k) => n[k]).map((k) => `${n[k]} ${k}`).join(", ");
+}
