@@ -15,12 +15,20 @@
  * shard holds but the index does not list are ignored (as transformers/diffusers do): they are not
  * part of `keys()`, and are reported in `ShardedCheckpoint.unindexedKeys` for tools that care.
  *
- * Every validation failure throws a WeightsError naming the file and, where there is one, the key.
+ * Validation follows the reference implementation (huggingface/safetensors,
+ * safetensors/src/tensor.rs `read_metadata` / `Metadata::validate`, parsing with serde_json):
+ * JSON whitespace may pad the header at either end; non-integer shape dims or offsets (`4e0`,
+ * `1.0`, `-0`), nesting past serde_json's depth limit, and byte ranges that do not tile the data
+ * section exactly (gaps, overlaps, trailing bytes) are refused. Duplicate keys are refused too, as
+ * the format's README requires (JSON.parse, like a serde map, would silently keep the last one).
+ *
+ * Every failure throws a WeightsError naming the file and, where there is one, the key; values
+ * quoted in messages are bounded previews, so a hostile header cannot blow up the message itself.
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { type Stats, closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from "node:fs";
 import { endianness } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
-import { MixCacheError, WeightsError, closest } from "../errors.ts";
+import { MixCacheError, WeightsError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 
 /** Every dtype the safetensors format defines, with its element size in bytes. */
@@ -102,13 +110,76 @@ if (endianness() !== "LE") {
   throw new MixCacheError("RUNTIME", "safetensors reader requires a little-endian host", "run on x86-64 or arm64");
 }
 
-const fmtShape = (s: readonly number[]): string => `[${s.join(", ")}]`;
+/** Shapes in messages: at most 32 dims shown (a corrupt header can hold millions). */
+const fmtShape = (s: readonly number[]): string =>
+  s.length <= 32 ? `[${s.join(", ")}]` : `[${s.slice(0, 32).join(", ")}, ... (${s.length} dims)]`;
 
+/** Element count, or NaN when a running product passes 2^53 (the reference's checked_mul fails
+ * on u64 overflow even when a later dim is 0: safetensors/src/tensor.rs `Metadata::validate`). */
 function numelOf(shape: readonly number[]): number {
   let n = 1;
-  for (const d of shape) n *= d;
+  for (const d of shape) {
+    n *= d;
+    if (n > Number.MAX_SAFE_INTEGER) return NaN;
+  }
   return n;
 }
+
+/**
+ * A bounded, non-recursive JSON-like preview of any value for error messages: at most `max`
+ * characters, containers nested deeper than 3 shown as [...] / {...}, at most 8 items each. A
+ * header value can be nested thousands deep or hold millions of items; JSON.stringify would throw
+ * RangeError (stack or string length) on those.
+ */
+export function preview(value: unknown, max = 80): string {
+  let out = "";
+  // Work stack, popped from the end: a literal to emit, or a value to render at a depth.
+  const work: ({ lit: string } | { v: unknown; depth: number })[] = [{ v: value, depth: 0 }];
+  while (work.length > 0 && out.length <= max) {
+    const w = work.pop()!;
+    if ("lit" in w) {
+      out += w.lit;
+      continue;
+    }
+    const v = w.v;
+    if (typeof v === "string") out += JSON.stringify(v.length > max ? v.slice(0, max) : v);
+    else if (typeof v === "number" || typeof v === "boolean" || v === null) out += String(v);
+    else if (typeof v !== "object") out += typeof v;
+    else {
+      const isArr = Array.isArray(v);
+      if (w.depth >= 3) {
+        out += isArr ? "[...]" : "{...}";
+        continue;
+      }
+      const items: ({ lit: string } | { v: unknown; depth: number })[] = [{ lit: isArr ? "[" : "{" }];
+      let count = 0;
+      if (isArr) {
+        for (; count < Math.min(v.length, 8); count++) {
+          if (count > 0) items.push({ lit: ", " });
+          items.push({ v: v[count], depth: w.depth + 1 });
+        }
+        if (v.length > 8) items.push({ lit: ", ..." });
+      } else {
+        for (const k in v) {
+          if (!Object.hasOwn(v, k)) continue;
+          if (count === 8) {
+            items.push({ lit: ", ..." });
+            break;
+          }
+          if (count++ > 0) items.push({ lit: ", " });
+          items.push({ lit: `${JSON.stringify(k.length > max ? k.slice(0, max) : k)}: ` });
+          items.push({ v: (v as Record<string, unknown>)[k], depth: w.depth + 1 });
+        }
+      }
+      items.push({ lit: isArr ? "]" : "}" });
+      for (let i = items.length - 1; i >= 0; i--) work.push(items[i]);
+    }
+  }
+  return out.length > max || work.length > 0 ? `${out.slice(0, max)}...` : out;
+}
+
+/** A name for messages: keys longer than 200 characters are cut (a header may hold a 100 MB key). */
+const clip = (s: string): string => (s.length > 200 ? `${s.slice(0, 200)}...` : s);
 
 function isIndex(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
@@ -118,10 +189,220 @@ function isPlainObject(x: unknown): x is Record<string, unknown> {
   return typeof x === "object" && x !== null && !Array.isArray(x);
 }
 
-function metadataToStrings(m: Record<string, unknown>): Record<string, string> {
+/** Index metadata as strings (non-strings JSON-encoded); `file` names the index in errors. */
+function metadataToStrings(m: Record<string, unknown>, file: string): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(m)) out[k] = typeof v === "string" ? v : JSON.stringify(v);
+  for (const [k, v] of Object.entries(m)) {
+    if (typeof v === "string") {
+      out[k] = v;
+      continue;
+    }
+    try {
+      out[k] = JSON.stringify(v); // throws RangeError when nested thousands deep or too long
+    } catch {
+      throw new WeightsError(
+        file,
+        undefined,
+        `index metadata ${preview(k)} is too deeply nested or too large to encode: ${preview(v)}`,
+        "the index is not a valid *.safetensors.index.json; re-download or regenerate it",
+      );
+    }
+  }
   return out;
+}
+
+/** serde_json's default recursion limit: it rejects JSON nested 128 or more deep. */
+const MAX_JSON_DEPTH = 127;
+
+interface HeaderScan {
+  /** Nesting past MAX_JSON_DEPTH: the scan stopped there, before JSON.parse sees it. */
+  tooDeep: boolean;
+  /** First thing JSON.parse accepts but the reference parser (serde_json, typed) does not. */
+  problem: { key: string | undefined; message: string } | undefined;
+  /** Per tensor: first number in its shape / data_offsets not written as a plain integer. */
+  badNumbers: Map<string, { field: string; token: string }>;
+}
+
+const ROOT = 1; // the header object
+const ENTRY = 2; // a tensor's {dtype, shape, data_offsets}
+const DIMS = 3; // a tensor's shape or data_offsets array
+const OTHER = 0;
+
+/**
+ * One pass over the header text for what JSON.parse hides: duplicate keys (JSON.parse keeps the
+ * last; the format forbids them: safetensors README "Duplicate keys are disallowed"), numbers in
+ * shape / data_offsets written as `4e0`, `1.0`, `-0` or above 2^53 (serde reads those fields as
+ * usize, so only plain integer literals pass), lone UTF-16 surrogate escapes (serde_json rejects
+ * them in strings), and nesting past serde_json's recursion limit. Not a validator: on malformed
+ * JSON its findings are discarded, since JSON.parse then reports the error. Linear time, no recursion.
+ */
+function scanHeader(text: string): HeaderScan {
+  const scan: HeaderScan = { tooDeep: false, problem: undefined, badNumbers: new Map() };
+  const note = (key: string | undefined, message: string): void => {
+    if (!scan.problem) scan.problem = { key, message };
+  };
+  interface Frame {
+    obj: boolean;
+    role: number;
+    keys: Set<string> | undefined;
+    key: string | undefined; // last key read in this object
+    tensor: string | undefined; // ENTRY, DIMS: the tensor's name
+  }
+  const stack: Frame[] = [];
+  let expectKey = false;
+  const n = text.length;
+  let i = 0;
+  while (i < n) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      // string: find the closing quote (one preceded by an even run of backslashes)
+      let end = n;
+      for (let from = i + 1; ; ) {
+        const q = text.indexOf('"', from);
+        if (q < 0) break;
+        let b = q;
+        while (b > i + 1 && text.charCodeAt(b - 1) === 0x5c) b--;
+        if ((q - b) % 2 === 0) {
+          end = q;
+          break;
+        }
+        from = q + 1;
+      }
+      const top = stack[stack.length - 1];
+      const raw = text.slice(i + 1, end);
+      let str = raw;
+      if (raw.includes("\\")) {
+        try {
+          str = JSON.parse(text.slice(i, end + 1)) as string;
+        } catch {
+          return scan; // malformed: JSON.parse will say so
+        }
+        if (/\\u[dD][89a-fA-F]/.test(raw) && hasLoneSurrogate(str))
+          note(top?.tensor, `string ${preview(str)} has an unpaired UTF-16 surrogate escape`);
+      }
+      if (top && top.obj && expectKey) {
+        if (top.keys!.has(str)) {
+          const t = top.tensor;
+          const where = top.role === ROOT ? "the header" : t === undefined ? "an object" : t === "__metadata__" ? t : `tensor ${clip(t)}`;
+          note(top.role === ROOT ? str : top.tensor, `duplicate key ${preview(str)} in ${where}`);
+        }
+        top.keys!.add(str);
+        top.key = str;
+        expectKey = false;
+      }
+      i = end + 1;
+    } else if (c === 0x7b || c === 0x5b) {
+      if (stack.length >= MAX_JSON_DEPTH) {
+        scan.tooDeep = true;
+        return scan;
+      }
+      const obj = c === 0x7b;
+      const parent = stack[stack.length - 1];
+      let role = OTHER;
+      let tensor: string | undefined;
+      if (!parent) role = obj ? ROOT : OTHER;
+      else if (parent.role === ROOT) {
+        role = obj && parent.key !== "__metadata__" ? ENTRY : OTHER;
+        tensor = parent.key;
+      } else if (parent.role === ENTRY && !obj && (parent.key === "shape" || parent.key === "data_offsets")) {
+        role = DIMS;
+        tensor = parent.tensor;
+      } else if (parent.tensor !== undefined) tensor = parent.tensor;
+      stack.push({ obj, role, keys: obj ? new Set() : undefined, key: undefined, tensor });
+      expectKey = obj;
+      i++;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      expectKey = false;
+      i++;
+    } else if (c === 0x2c) {
+      expectKey = stack.length > 0 && stack[stack.length - 1].obj;
+      i++;
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      let j = i + 1;
+      while (j < n) {
+        const d = text.charCodeAt(j);
+        if ((d >= 0x30 && d <= 0x39) || d === 0x2e || d === 0x65 || d === 0x45 || d === 0x2b || d === 0x2d) j++;
+        else break;
+      }
+      const top = stack[stack.length - 1];
+      if (top && top.role === DIMS && top.tensor !== undefined && !scan.badNumbers.has(top.tensor)) {
+        const tok = text.slice(i, j);
+        if (!/^(0|[1-9][0-9]{0,15})$/.test(tok) || Number(tok) > Number.MAX_SAFE_INTEGER)
+          scan.badNumbers.set(top.tensor, { field: stack[stack.length - 2].key!, token: tok.length > 40 ? `${tok.slice(0, 40)}...` : tok });
+      }
+      i = j;
+    } else i++;
+  }
+  return scan;
+}
+
+function hasLoneSurrogate(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+      else return true;
+    } else if (c >= 0xdc00 && c <= 0xdfff) return true;
+  }
+  return false;
+}
+
+/** Edit distance (two rows), used by suggestKeys on short candidate lists only. */
+function editDistance(a: string, b: string): number {
+  let prev = new Uint32Array(b.length + 1);
+  let cur = new Uint32Array(b.length + 1);
+  for (let j = 0; j <= b.length; j++) prev[j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    cur[0] = i;
+    const ca = a.charCodeAt(i - 1);
+    for (let j = 1; j <= b.length; j++)
+      cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca === b.charCodeAt(j - 1) ? 0 : 1));
+    [prev, cur] = [cur, prev];
+  }
+  return prev[b.length];
+}
+
+/** Suggestions considered by edit distance; the rest are ranked by shared prefix/suffix only. */
+const SUGGEST_POOL = 64;
+
+/**
+ * Up to `n` keys close to `key`, for "did you mean" hints, in time linear in the number of keys:
+ * every key is scored by the prefix and suffix it shares with `key` minus the length difference
+ * (tensor names differ mostly in the middle: blocks.12.attn1.to_q.weight), and only the best
+ * SUGGEST_POOL are ranked by edit distance, on their first 256 characters. (errors.ts `closest`
+ * sorts by full edit distance: ~10 s on a 100k-key header.)
+ */
+function suggestKeys(key: string, keys: Iterable<string>, n = 3): string[] {
+  const q = key.slice(0, 256);
+  const cands: string[] = [];
+  const scores: number[] = [];
+  for (const k of keys) {
+    const m = Math.min(q.length, k.length);
+    let pre = 0;
+    while (pre < m && q.charCodeAt(pre) === k.charCodeAt(pre)) pre++;
+    let suf = 0;
+    while (suf < m - pre && q.charCodeAt(q.length - 1 - suf) === k.charCodeAt(k.length - 1 - suf)) suf++;
+    cands.push(k);
+    scores.push(pre + suf - Math.abs(q.length - Math.min(k.length, 256)));
+  }
+  let pool = cands.map((_, i) => i);
+  if (pool.length > SUGGEST_POOL) {
+    const cut = Float64Array.from(scores).sort()[scores.length - SUGGEST_POOL];
+    const above = pool.filter((i) => scores[i] > cut);
+    pool = above.concat(pool.filter((i) => scores[i] === cut).slice(0, SUGGEST_POOL - above.length));
+  }
+  return pool
+    .map((i) => ({ k: cands[i], d: editDistance(q, cands[i].slice(0, 256)) }))
+    .sort((a, b) => a.d - b.d || (a.k < b.k ? -1 : a.k > b.k ? 1 : 0))
+    .slice(0, n)
+    .map((x) => clip(x.k));
+}
+
+/** What a path that is not a regular file is, for messages. */
+function kindOf(st: Stats): string {
+  return st.isDirectory() ? "a directory" : st.isFIFO() ? "a FIFO" : st.isSocket() ? "a socket" : "a device or special file";
 }
 
 /** fs.readSync until `buf` is full (readSync may return short counts; lengths capped at 1 GiB). */
@@ -253,10 +534,16 @@ export class SafetensorsFile implements Checkpoint {
   constructor(path: string) {
     this.path = resolve(path);
     this.files = [this.path];
+    // Only regular files: reading a directory fails with a raw EISDIR, and opening a FIFO blocks.
+    const notFile = (what: string): WeightsError =>
+      new WeightsError(this.path, undefined, `is ${what}, not a .safetensors file`, "point at the .safetensors file itself");
     let fd: number;
     try {
+      const st = statSync(this.path);
+      if (!st.isFile()) throw notFile(kindOf(st));
       fd = openSync(this.path, "r");
     } catch (e) {
+      if (e instanceof WeightsError) throw e;
       throw new WeightsError(
         this.path,
         undefined,
@@ -265,6 +552,8 @@ export class SafetensorsFile implements Checkpoint {
       );
     }
     try {
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw notFile(kindOf(st)); // replaced between stat and open
       const parsed = this.parseHeader(fd);
       this.fileSize = parsed.fileSize;
       this.headerLength = parsed.headerLength;
@@ -279,7 +568,7 @@ export class SafetensorsFile implements Checkpoint {
   }
 
   private fail(key: string | undefined, message: string, fix: string): never {
-    throw new WeightsError(this.path, key, message, fix);
+    throw new WeightsError(this.path, key === undefined ? undefined : clip(key), message, fix);
   }
 
   private parseHeader(fd: number): {
@@ -306,14 +595,29 @@ export class SafetensorsFile implements Checkpoint {
       );
     const hbuf = Buffer.alloc(headerLength);
     readFully(fd, hbuf, 8, this.path, undefined);
+    // The reference parses the header with serde_json: JSON whitespace may pad it at either end
+    // (safetensors/src/tensor.rs, test_whitespace_padded_header and
+    // test_whitespace_leading_padded_header), but a BOM is not whitespace there.
+    if (hbuf[0] === 0xef && hbuf[1] === 0xbb && hbuf[2] === 0xbf)
+      this.fail(undefined, "header starts with a UTF-8 byte order mark; it must start with '{'", CORRUPT);
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(hbuf);
+    } catch (e) {
+      this.fail(undefined, `header is not valid UTF-8: ${(e as Error).message}`, CORRUPT);
+    }
+    const scan = scanHeader(text);
+    if (scan.tooDeep)
+      this.fail(undefined, `header JSON is nested more than ${MAX_JSON_DEPTH} deep (the reference parser's limit)`, CORRUPT);
     let header: unknown;
     try {
-      header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(hbuf));
+      header = JSON.parse(text);
     } catch (e) {
-      this.fail(undefined, `header is not valid UTF-8 JSON: ${(e as Error).message}`, CORRUPT);
+      this.fail(undefined, `header is not valid UTF-8 JSON: ${clip((e as Error).message)}`, CORRUPT);
     }
     if (!isPlainObject(header))
       this.fail(undefined, `header JSON is ${Array.isArray(header) ? "an array" : typeof header}, not an object`, CORRUPT);
+    if (scan.problem) this.fail(scan.problem.key, scan.problem.message, CORRUPT);
 
     const dataLength = fileSize - 8 - headerLength;
     let metadata: Record<string, string> = {};
@@ -325,25 +629,34 @@ export class SafetensorsFile implements Checkpoint {
         metadata = { ...(raw as Record<string, string>) };
         continue;
       }
-      if (!isPlainObject(raw)) this.fail(key, "tensor entry is not an object", CORRUPT);
+      if (!isPlainObject(raw)) this.fail(key, `tensor entry ${preview(raw)} is not an object`, CORRUPT);
       const dtype = raw.dtype;
       if (typeof dtype !== "string" || !Object.hasOwn(DTYPE_SIZES, dtype))
         this.fail(
           key,
-          `unknown dtype ${JSON.stringify(dtype)}; safetensors dtypes are ${SAFETENSORS_DTYPES.join(", ")}` +
+          `unknown dtype ${preview(dtype)}; safetensors dtypes are ${SAFETENSORS_DTYPES.join(", ")}` +
             ` (readF32 converts ${READABLE_DTYPES.join(", ")})`,
           "re-export the checkpoint with a standard dtype (F32, F16 or BF16)",
         );
+      // serde reads shape and data_offsets as usize: only plain integer literals (no 4e0, 1.0, -0).
+      const bad = scan.badNumbers.get(key);
+      const badNote = (field: string): string =>
+        bad && bad.field === field ? ` (${bad.token} is not written as a plain integer up to 2^53)` : "";
       const shape = raw.shape;
-      if (!Array.isArray(shape) || !shape.every(isIndex))
-        this.fail(key, `shape ${JSON.stringify(shape)} is not an array of non-negative integers`, CORRUPT);
+      if (!Array.isArray(shape) || !shape.every(isIndex) || badNote("shape"))
+        this.fail(key, `shape ${preview(shape)} is not an array of non-negative integers${badNote("shape")}`, CORRUPT);
       const offs = raw.data_offsets;
       if (offs === undefined) this.fail(key, "data_offsets is missing", CORRUPT);
-      if (!Array.isArray(offs) || offs.length !== 2 || !isIndex(offs[0]) || !isIndex(offs[1]))
-        this.fail(key, `data_offsets ${JSON.stringify(offs)} is not [begin, end] with non-negative integers`, CORRUPT);
+      if (!Array.isArray(offs) || offs.length !== 2 || !isIndex(offs[0]) || !isIndex(offs[1]) || badNote("data_offsets"))
+        this.fail(
+          key,
+          `data_offsets ${preview(offs)} is not [begin, end] with non-negative integers${badNote("data_offsets")}`,
+          CORRUPT,
+        );
       const [begin, end] = offs as [number, number];
       if (end < begin) this.fail(key, `data_offsets [${begin}, ${end}] ends before it begins`, CORRUPT);
       const numel = numelOf(shape);
+      if (Number.isNaN(numel)) this.fail(key, `shape ${fmtShape(shape)} has more than 2^53 elements`, CORRUPT);
       const nbytes = numel * DTYPE_SIZES[dtype as Dtype];
       if (!Number.isSafeInteger(nbytes) || nbytes !== end - begin)
         this.fail(
@@ -360,22 +673,39 @@ export class SafetensorsFile implements Checkpoint {
       entries.set(key, { dtype: dtype as Dtype, shape: shape.slice(), numel, begin, end });
     }
 
-    // Overlap check: sort non-empty ranges by begin; each must start at or after every earlier end.
-    const ranges = [...entries].filter(([, e]) => e.end > e.begin).sort((a, b) => a[1].begin - b[1].begin);
-    let prevKey = "";
+    // The byte ranges, sorted by (begin, end), must tile the data section exactly: each begins
+    // where the previous one ends, the first at 0, the last at the end of the file
+    // (safetensors/src/tensor.rs `Metadata::validate` and `read_metadata`). So no overlaps, no
+    // gaps, no trailing bytes; a zero-size tensor may sit only on a boundary.
+    const ranges = [...entries].sort(
+      (a, b) => a[1].begin - b[1].begin || a[1].end - b[1].end || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0),
+    );
+    let prevKey: string | undefined;
     let prevEnd = 0;
     for (const [key, e] of ranges) {
       if (e.begin < prevEnd)
         this.fail(
           key,
-          `byte range [${e.begin}, ${e.end}] overlaps tensor ${prevKey} (which ends at ${prevEnd})`,
+          `byte range [${e.begin}, ${e.end}] overlaps tensor ${clip(prevKey!)} (which ends at ${prevEnd})`,
           CORRUPT,
         );
-      if (e.end > prevEnd) {
-        prevEnd = e.end;
-        prevKey = key;
-      }
+      if (e.begin > prevEnd)
+        this.fail(
+          key,
+          `byte range [${e.begin}, ${e.end}] leaves a gap: bytes [${prevEnd}, ${e.begin}) of the data section ` +
+            (prevKey === undefined ? "come before the first tensor" : `follow tensor ${clip(prevKey)} and belong to no tensor`),
+          CORRUPT,
+        );
+      prevEnd = e.end;
+      prevKey = key;
     }
+    if (prevEnd !== dataLength)
+      this.fail(
+        undefined,
+        `the data section has ${dataLength - prevEnd} trailing bytes after the last tensor` +
+          ` (tensors cover [0, ${prevEnd}), the data section is ${dataLength} bytes)`,
+        "the file is corrupt or was written by a non-conforming writer; re-export it",
+      );
     return { fileSize, headerLength, metadata, entries };
   }
 
@@ -390,7 +720,7 @@ export class SafetensorsFile implements Checkpoint {
   private entry(key: string): Entry {
     const e = this.entries.get(key);
     if (!e) {
-      const near = closest(key, [...this.entries.keys()]);
+      const near = suggestKeys(key, this.entries.keys());
       this.fail(key, "no such tensor in this file", near.length ? `did you mean ${near.join(", ")}?` : "the file has no tensors");
     }
     return e;
@@ -419,6 +749,14 @@ export class SafetensorsFile implements Checkpoint {
     const fd = this.openFd(key);
     const n = e.numel;
     const pos = this.dataStart + e.begin;
+    const refuse = (): never =>
+      this.fail(
+        key,
+        `dtype ${e.dtype} cannot be read as fp32 (supported: ${READABLE_DTYPES.join(", ")}); readBytes returns its raw bytes`,
+        "convert the checkpoint to F32, F16 or BF16",
+      );
+    // The dtype decides, not the size: an empty I32 tensor is refused like a non-empty one.
+    if (!(READABLE_DTYPES as readonly string[]).includes(e.dtype)) refuse();
     const out = new Float32Array(n);
     if (n === 0) return out;
     switch (e.dtype) {
@@ -445,11 +783,7 @@ export class SafetensorsFile implements Checkpoint {
         return out;
       }
       default:
-        this.fail(
-          key,
-          `dtype ${e.dtype} cannot be read as fp32 (supported: ${READABLE_DTYPES.join(", ")})`,
-          "convert the checkpoint to F32, F16 or BF16",
-        );
+        return refuse();
     }
   }
 
@@ -484,6 +818,8 @@ export class ShardedCheckpoint implements Checkpoint {
     const CORRUPT = "the index is not a valid *.safetensors.index.json; re-download or regenerate it";
     let text: string;
     try {
+      const st = statSync(this.path);
+      if (!st.isFile()) throw new Error(`it is ${kindOf(st)}, not a file`); // a FIFO would block
       text = readFileSync(this.path, "utf8");
     } catch (e) {
       throw new WeightsError(this.path, undefined, `cannot read index: ${(e as Error).message}`, "check the path");
@@ -492,31 +828,49 @@ export class ShardedCheckpoint implements Checkpoint {
     try {
       index = JSON.parse(text);
     } catch (e) {
-      throw new WeightsError(this.path, undefined, `index is not valid JSON: ${(e as Error).message}`, CORRUPT);
+      throw new WeightsError(this.path, undefined, `index is not valid JSON: ${clip((e as Error).message)}`, CORRUPT);
     }
     if (!isPlainObject(index)) throw new WeightsError(this.path, undefined, "index JSON is not an object", CORRUPT);
     const wm = index.weight_map;
     if (!isPlainObject(wm))
       throw new WeightsError(this.path, undefined, 'index has no "weight_map" object', CORRUPT);
     const md = index.metadata;
-    this.metadata = isPlainObject(md) ? metadataToStrings(md) : {};
+    this.metadata = isPlainObject(md) ? metadataToStrings(md, this.path) : {};
 
     const dir = dirname(this.path);
     this.shards = new Map();
     this.weightMap = new Map();
     try {
       for (const [key, name] of Object.entries(wm)) {
-        if (typeof name !== "string" || name === "")
-          throw new WeightsError(this.path, key, `weight_map value ${JSON.stringify(name)} is not a file name`, CORRUPT);
+        if (typeof name !== "string" || name === "" || name.includes("\0"))
+          throw new WeightsError(this.path, clip(key), `weight_map value ${preview(name)} is not a file name`, CORRUPT);
         const file = resolve(dir, name);
         let shard = this.shards.get(file);
         if (!shard) {
-          if (!existsSync(file))
+          let st: Stats | undefined;
+          try {
+            st = statSync(file, { throwIfNoEntry: false });
+          } catch (e) {
             throw new WeightsError(
               this.path,
-              key,
-              `shard file ${name} is missing (looked for ${file})`,
+              clip(key),
+              `cannot look up shard file ${clip(name)}: ${clip((e as Error).message)}`,
+              "each weight_map value must name a shard file in the index's directory; fix the entry or regenerate the index",
+            );
+          }
+          if (!st)
+            throw new WeightsError(
+              this.path,
+              clip(key),
+              `shard file ${clip(name)} is missing (looked for ${clip(file)})`,
               "download every shard listed in the index into the index's directory",
+            );
+          if (!st.isFile())
+            throw new WeightsError(
+              this.path,
+              clip(key),
+              `weight_map entry ${preview(key)}: ${preview(name)} is ${kindOf(st)} (${clip(file)}), not a .safetensors shard`,
+              "each weight_map value must name a shard file in the index's directory; fix the entry or regenerate the index",
             );
           shard = new SafetensorsFile(file);
           this.shards.set(file, shard);
@@ -524,8 +878,8 @@ export class ShardedCheckpoint implements Checkpoint {
         if (!shard.has(key))
           throw new WeightsError(
             file,
-            key,
-            `the index ${basename(this.path)} maps this key to ${name}, but the shard does not contain it`,
+            clip(key),
+            `the index ${basename(this.path)} maps this key to ${clip(name)}, but the shard does not contain it`,
             "the index and shards are from different exports; re-download them together",
           );
         this.weightMap.set(key, shard);
@@ -551,10 +905,10 @@ export class ShardedCheckpoint implements Checkpoint {
   private shard(key: string): SafetensorsFile {
     const s = this.weightMap.get(key);
     if (!s) {
-      const near = closest(key, [...this.weightMap.keys()]);
+      const near = suggestKeys(key, this.weightMap.keys());
       throw new WeightsError(
         this.path,
-        key,
+        clip(key),
         "no such tensor in this checkpoint",
         near.length ? `did you mean ${near.join(", ")}?` : "the index lists no tensors",
       );
