@@ -98,7 +98,6 @@ async function forward(c: WanConfig, grid: [number, number, number]): Promise<Fo
   const model = await WanModel.load(c, randomSource(), { threads });
   const gs = await model.prepareGrid(grid);
   const loadMs = performance.now() - t0;
-  const D = dimOf(c);
   const S = 16;
   const r = mulberry32(3);
   const text = new Float32Array(S * c.text_dim).map(() => r() / 4294967296 - 0.5);
@@ -124,7 +123,6 @@ async function forward(c: WanConfig, grid: [number, number, number]): Promise<Fo
   const m = stageMacs(c, gs.L, S);
   const macs = m.patch + c.num_layers * (m.sa + m.ca + m.ffn) + m.head;
   await model.release();
-  void D;
   return { tokens: gs.L, params: parameterCount(c), forwardMs, gflops: (2 * macs) / (forwardMs / 1000) / 1e9, macs, moduleCalls: 3 * c.num_layers + 2, loadMs };
 }
 

@@ -3,18 +3,21 @@
  * a TypeScript-aware runtime (e.g. `node --import tsx`).
  */
 export { loadModel, inspectModel, DEFAULT_MODEL_DIR, type LoadedModel, type ModelInfo } from "./models/load.ts";
-export { generate, type GenerateOptions, type GenerateResult, type Video } from "./pipeline/pipeline.ts";
-export { denoise, type DenoiseOptions, type TextEmbedding, type LatentShape } from "./pipeline/generate.ts";
-export type { Hooks, Branch, BranchCtx, StepInfo, RunInfo } from "./pipeline/hooks.ts";
+export { generate, type GenerateOptions, type GenerateResult, type Video } from "./pipeline/generate.ts";
+export { denoise, type DenoiseOptions } from "./pipeline/denoise.ts";
+export type { LatentShape } from "./models/types.ts";
+export type { TextEmbedding } from "./text/types.ts";
+export type { Hooks, Branch, BranchCtx, StepInfo, RunInfo, CacheStrategy, CacheReport, TraceRow } from "./pipeline/hooks.ts";
 export type { RunStats } from "./pipeline/stats.ts";
-export { makeCache, describeStrategies, STRATEGIES, type StrategyDef } from "./cache/registry.ts";
-export type { CacheStrategy, CacheReport, TraceRow } from "./cache/strategy.ts";
+export { makeCache, describeStrategies, STRATEGIES } from "./cache/registry.ts";
+export type { StrategyDef } from "./cache/strategy.ts";
 export { calibrate, CALIBRATORS } from "./cache/calibrate/index.ts";
-export { makeSampler, type Sampler, type SamplerName } from "./schedulers/index.ts";
+export { makeSampler } from "./schedulers/sampler.ts";
+export type { Sampler, SamplerName } from "./schedulers/types.ts";
 export { openCheckpoint, openSafetensors, writeSafetensors } from "./weights/safetensors.ts";
 export { parseWanConfig, readWanConfig, type WanConfig } from "./models/wan/config.ts";
 export { WanModel } from "./models/wan/model.ts";
-export { writeVideo } from "./media/index.ts";
+export { writeVideo } from "./media/write.ts";
 export { psnrFrameMean, psnrClip, ssim } from "./metrics/quality.ts";
 export { detectAdherence, scoreAdherence } from "./metrics/adherence.ts";
 export { MixCacheError, UsageError, ConfigError, WeightsError } from "./errors.ts";

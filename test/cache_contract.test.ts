@@ -7,7 +7,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { loadModel, type LoadedModel } from "../src/models/load.ts";
-import { generate, type GenerateOptions } from "../src/pipeline/pipeline.ts";
+import { generate, type GenerateOptions } from "../src/pipeline/generate.ts";
 import { STRATEGIES, makeCache } from "../src/cache/registry.ts";
 import { ConfigError } from "../src/errors.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";

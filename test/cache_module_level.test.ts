@@ -6,11 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { makeCache } from "../src/cache/registry.ts";
-import type { AttachedCache } from "../src/cache/strategy.ts";
-import type { Branch, BranchCtx, RunInfo, StepInfo } from "../src/pipeline/hooks.ts";
+import type { Branch, BranchCtx, RunInfo, StepInfo, AttachedCache } from "../src/pipeline/hooks.ts";
 import type { ModuleKind } from "../src/models/wan/model.ts";
 import { fft, fft2, ifft, ifft2, lowFrequencyMask } from "../src/tensor/fft.ts";
-import { addBands, deltaSpectrum, fasterCacheExtrapolate, splitBands, type LatentDims } from "../src/cache/strategies/fastercache.ts";
+import { addBands, deltaSpectrum, fasterCacheExtrapolate, splitBands } from "../src/cache/strategies/fastercache.ts";
+import type { LatentShape } from "../src/models/types.ts";
 import { taylorPredict, taylorUpdate } from "../src/cache/strategies/taylorseer.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ test("fft: the low-frequency mask is FasterCache's centred disc of radius min(H,
 // ---------------------------------------------------------------------------------------------
 // FasterCache: CFG-Cache band split
 
-const DIMS: LatentDims = { channels: 2, frames: 3, height: 10, width: 10 };
+const DIMS: LatentShape = { channels: 2, frames: 3, height: 10, width: 10 };
 const NLAT = 2 * 3 * 10 * 10;
 
 test("fastercache: low + high bands reconstruct the delta exactly when the alphas are 1", () => {

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel, type LoadedModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { makeCache } from "../src/cache/registry.ts";
 import { readProfile, writeProfile } from "../src/cache/profiles.ts";
 import { Recorder, tokenStats } from "../src/cache/calibrate/record.ts";

@@ -8,15 +8,16 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
-import { availableParallelism, tmpdir } from "node:os";
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
+import { tempDir } from "./support/tmp.ts";
 import { main } from "../src/cli/main.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { parseLatent, parseWanConfig } from "../src/models/wan/config.ts";
 import { checkMemory, estimateMemory } from "../src/models/wan/memory.ts";
 import { loadModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { makeCache } from "../src/cache/registry.ts";
 import { evaluationPrompts } from "../src/bench/model-eval.ts";
 import { loadVocab } from "../src/data/shapes.ts";
@@ -30,7 +31,7 @@ const PROMPT = "a red circle moving right on a black background";
 const model = makeTinyModelDir(43);
 const cli = (args: string[]) => capture(() => main(args));
 const spawn = (args: string[]) => spawnSync(process.execPath, ["bin/mixcache.js", ...args], { encoding: "utf8", timeout: 120_000 });
-const tmp = () => mkdtempSync(join(tmpdir(), "mixcache-input-"));
+const tmp = () => tempDir("mixcache-input-");
 
 /** A copy of the tiny model whose transformer weights cannot be read: anything that gets past the
  * input checks to the weights fails with a WEIGHTS error, so a usage error proves the order. */

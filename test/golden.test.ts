@@ -11,7 +11,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { MODEL_NAMES, PACKAGE_ROOT, loadModel } from "../src/models/load.ts";
 import { openSafetensors } from "../src/weights/safetensors.ts";
-import { makeSampler } from "../src/schedulers/index.ts";
+import { makeSampler } from "../src/schedulers/sampler.ts";
 
 // the worst check of a model, printed as one line at the end (a failing check names its own numbers)
 let worst = { name: "", diff: 0, scale: 0, share: -1, n: 0 };

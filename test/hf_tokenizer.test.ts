@@ -4,22 +4,18 @@
  * "</s>" appended, truncation keeping "</s>", right padding with <pad>, the attention mask and the
  * real length.
  */
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tempDir } from "./support/tmp.ts";
 import { HfTokenizer, WAN_MAX_SEQUENCE_LENGTH, basicClean, htmlUnescape, promptClean, pyStrip, whitespaceClean } from "../src/text/hf-tokenizer.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { TINY_PIECES, unigramTokenizerJson, writeUnigramTokenizer } from "./support/unigramTokenizer.ts";
 
-const dir = writeUnigramTokenizer(mkdtempSync(join(tmpdir(), "mixcache-tok-")));
+const dir = writeUnigramTokenizer(tempDir("mixcache-tok-"));
 const tok = HfTokenizer.fromPath(dir);
-const empty = mkdtempSync(join(tmpdir(), "mixcache-tok-bad-"));
-after(() => {
-  rmSync(dir, { recursive: true, force: true });
-  rmSync(empty, { recursive: true, force: true });
-});
+const empty = tempDir("mixcache-tok-bad-");
 const id = (piece: string) => TINY_PIECES.findIndex(([p]) => p === piece);
 
 test("prompt_clean: html unescape twice, whitespace runs collapsed, stripped", () => {

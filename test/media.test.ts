@@ -7,26 +7,11 @@ import { MixCacheError } from "../src/errors.ts";
 import { STALE_TEMP_MS, parseTempName, sweepStaleTemps, writeFileAtomic } from "../src/util/atomic.ts";
 import { isRegisteredTemp, pendingCleanups, registerTemp } from "../src/util/cleanup.ts";
 import { tempDir } from "./support/tmp.ts";
-import {
-  MAX_QUANT_COLOURS,
-  PNG_ZLIB_LEVEL,
-  decodePng,
-  encodeGif,
-  encodePng,
-  hasFfmpeg,
-  lzwEncode,
-  quantize,
-  quantizeFrame,
-  toByte,
-  toRgbFrames,
-  upscaleRgb,
-  videoFormat,
-  writeContactSheet,
-  writeGif,
-  writeMp4,
-  writeVideo,
-  type Video,
-} from "../src/media/index.ts";
+import { videoFormat, writeVideo } from "../src/media/write.ts";
+import { hasFfmpeg, writeMp4 } from "../src/media/mp4.ts";
+import { PNG_ZLIB_LEVEL, decodePng, encodePng, writeContactSheet } from "../src/media/png.ts";
+import { MAX_QUANT_COLOURS, encodeGif, lzwEncode, quantize, quantizeFrame, writeGif } from "../src/media/gif.ts";
+import { toByte, toRgbFrames, upscaleRgb, type Video } from "../src/media/frames.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Scheduler, Trigger, actionCosts, chooseGranularity } from "../src/cache/strategies/mixcache-decision.ts";
 import { resample } from "../src/cache/strategies/mixcache.ts";
 import { loadModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { makeCache } from "../src/cache/registry.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";
 

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { loadModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { gaussianNoise } from "../src/pipeline/noise.ts";
 import { makeCache } from "../src/cache/registry.ts";
 import { stepMacs } from "../src/models/wan/macs.ts";

@@ -128,7 +128,7 @@ test("schedules: compute, segments and clear errors", () => {
 
 import { after, before } from "node:test";
 import { loadModel, type LoadedModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { makeCache } from "../src/cache/registry.ts";
 import { ConfigError } from "../src/errors.ts";
 import { makeTinyModelDir } from "./support/tinyModel.ts";

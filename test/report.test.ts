@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { main } from "../src/cli/main.ts";
-import type { BenchResults } from "../src/bench/runner.ts";
+import type { BenchResults } from "../src/bench/results.ts";
 import { buildReport, escapeHtml, readResults } from "../src/bench/report.ts";
 import { ablationLabel, isAblation, paretoData, paretoSpec, renderSvg } from "../src/bench/plots.ts";
 import { resolveRequest, safeLocation, startViewer, type Viewer } from "../src/bench/viewer.ts";

@@ -1,14 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import {
-  EulerSampler,
-  UniPCSampler,
-  eulerFlowGrid,
-  linspace,
-  makeSampler,
-  unipcFlowGrid,
-  type Sampler,
-} from "../src/schedulers/index.ts";
+import { UniPCSampler } from "../src/schedulers/unipc.ts";
+import { EulerSampler } from "../src/schedulers/euler.ts";
+import { eulerFlowGrid, linspace, unipcFlowGrid } from "../src/schedulers/sigmas.ts";
+import { makeSampler } from "../src/schedulers/sampler.ts";
+import type { Sampler } from "../src/schedulers/types.ts";
 import { ConfigError, MixCacheError, UsageError } from "../src/errors.ts";
 
 /** Deterministic uniform [-1, 1) values (mulberry32). */

@@ -6,18 +6,18 @@
  */
 import { test, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tempDir } from "./support/tmp.ts";
 import { startServe, type RunningServer } from "../src/serve/index.ts";
 import { loadModel } from "../src/models/load.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { openSafetensors } from "../src/weights/safetensors.ts";
-import { hasFfmpeg } from "../src/media/index.ts";
+import { hasFfmpeg } from "../src/media/mp4.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { PROMPT, call, readSse, startCli, waitFor } from "./support/serve.ts";
 
-const tmp = () => mkdtempSync(join(tmpdir(), "mixcache-serve-"));
+const tmp = () => tempDir("mixcache-serve-");
 const servers: RunningServer[] = [];
 after(async () => {
   for (const s of servers) await s.close();

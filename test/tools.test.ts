@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadModel } from "../src/models/load.ts";
 import { tempDir } from "./support/tmp.ts";
-import { generate } from "../src/pipeline/pipeline.ts";
+import { generate } from "../src/pipeline/generate.ts";
 import { writeModelCard } from "../src/bench/model-eval.ts";
 
 const PY = "/usr/bin/python3";

@@ -7,11 +7,11 @@
  * Tolerance: max |diff| <= 2e-5 x (1 + max |ref|) (the ONNX side is fp32; the reference reads the
  * same bf16/fp16-rounded weights, so differences are fp32 rounding only).
  */
-import { after, test } from "node:test";
+import { test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, readdirSync, writeFileSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { tempDir } from "./support/tmp.ts";
 import { StageSession, type Feed } from "../src/backend/ort.ts";
 import { MixCacheError } from "../src/errors.ts";
 import { openCheckpoint } from "../src/weights/safetensors.ts";
@@ -27,18 +27,8 @@ import { randomArray, rng } from "./support/randomWeights.ts";
 
 const TOL = 2e-5;
 
-const made: string[] = [];
-after(() => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
-function tiny(opts: TinyUmt5Options = {}) {
-  const m = writeTinyUmt5(undefined, opts);
-  made.push(m.dir);
-  return m;
-}
-function tempDir(prefix: string): string {
-  const d = mkdtempSync(join(tmpdir(), prefix));
-  made.push(d);
-  return d;
-}
+// temp folders (tiny checkpoints included) are removed when the process exits (support/tmp.ts)
+const tiny = (opts: TinyUmt5Options = {}) => writeTinyUmt5(undefined, opts);
 
 function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = TOL): number {
   assert.equal(got.length, want.length, `${name}: length`);

@@ -105,4 +105,5 @@ export function checkThreads(threads: number | undefined): void {
     throw new MixCacheError("USAGE", `threads must be an integer in 1..${max} (4 x ${availableParallelism()} cores), got ${threads}`, `omit it for the default (${defaultThreads()}: the cores, at most 8) or pass 1..${max}`);
 }
 
-export const ortVersion: string = (ort.env as { versions?: { node?: string } }).versions?.node ?? "unknown";
+/** The version of onnxruntime-node (the one lookup; null when the binding does not say). */
+export const ortVersion: string | null = (ort.env as { versions?: { node?: string } }).versions?.node ?? null;

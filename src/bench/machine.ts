@@ -13,13 +13,16 @@
  */
 import { existsSync, readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
+import { availableParallelism, cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { defaultThreads, ortVersion } from "../backend/ort.ts";
 import { MixCacheError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
+import type { BenchResults } from "./results.ts";
 
 export const RUNTIME_JSON = "runtime.json";
-export const PYTHON = "/usr/bin/python3";
+const PYTHON = "/usr/bin/python3";
 
 const RUNTIME_SCRIPT = fileURLToPath(new URL("../../bench/runtime.ts", import.meta.url));
 const TORCH_SCRIPT = fileURLToPath(new URL("../../tools/torch_forward_bench.py", import.meta.url));
@@ -104,4 +107,22 @@ export function measureMachine(outDir: string, o: MeasureOptions = {}): RuntimeN
   }
   writeFileAtomic(path, JSON.stringify(out, null, 1) + "\n");
   return out;
+}
+
+/** The machine a bench ran on (results.json `machine`): cores, memory, node, onnxruntime and its threads. */
+export function machineInfo(threads: number | undefined): BenchResults["machine"] {
+  const c = cpus();
+  return {
+    cpus: c.length, availableParallelism: availableParallelism(), cpuModel: c[0]?.model?.trim() ?? "unknown", memoryGB: Number((totalmem() / 2 ** 30).toFixed(1)),
+    node: process.version, platform: process.platform, arch: process.arch, ortThreads: threads ?? defaultThreads(), onnxruntime: ortVersion,
+  };
+}
+
+/** This package's version (package.json), or null when it cannot be read. */
+export function toolVersion(): string | null {
+  try {
+    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
+  } catch {
+    return null;
+  }
 }

@@ -20,7 +20,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import * as vega from "vega";
 import { compile, type TopLevelSpec } from "vega-lite";
-import type { BenchResults } from "./runner.ts";
+import type { BenchResults } from "./results.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 
 export const isMixCache = (method: string): boolean => method.startsWith("mixcache");
@@ -40,7 +40,7 @@ export function ablationLabel(tag: string): string {
 }
 
 /** Colours shared by the redundancy plot and the timelines: one per granularity. */
-export const GRANULARITY_COLORS: Record<string, string> = { full: "#cfcfcf", step: "#d62728", cfg: "#ff7f0e", block: "#1f77b4" };
+const GRANULARITY_COLORS: Record<string, string> = { full: "#cfcfcf", step: "#d62728", cfg: "#ff7f0e", block: "#1f77b4" };
 const OTHER_ACTION_COLORS = ["#9467bd", "#2ca02c", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939"];
 const MIX_COLORS = ["#e0001b", "#7a0177", "#ff6f00", "#b3003c", "#4a148c", "#c51162"];
 const PEER_COLORS = ["#4e79a7", "#59a14f", "#b07aa1", "#9c755f", "#76b7b2", "#e9b300", "#17becf", "#8c8c8c", "#a6761d", "#1b9e77", "#7570b3", "#66a61e", "#a0cbe8", "#d4a6c8", "#86bcb6", "#bab0ac"];
@@ -55,7 +55,7 @@ const FONT = "DejaVu Sans, Helvetica, Arial, sans-serif";
  */
 const NARROW = new Set("il.,:;'|!ijI ");
 const CHAR_EM: Record<string, number> = { " ": 0.318, f: 0.352, t: 0.392, r: 0.411, s: 0.521, z: 0.525, c: 0.55, k: 0.579, m: 0.974, w: 0.818, W: 0.99, M: 0.863, "(": 0.39, ")": 0.39, "-": 0.361, "/": 0.337, "=": 0.838, "+": 0.838, ">": 0.838, "<": 0.838, _: 0.5, '"': 0.46 };
-export function textWidth(text: string, fontSize: number, bold = false): number {
+function textWidth(text: string, fontSize: number, bold = false): number {
   let em = 0;
   for (const ch of text) em += CHAR_EM[ch] ?? (NARROW.has(ch) ? 0.28 : ch >= "0" && ch <= "9" ? 0.636 : ch >= "A" && ch <= "Z" ? 0.7 : 0.61);
   return em * fontSize * (bold ? 1.08 : 1);
@@ -83,7 +83,7 @@ const CONFIG = {
 } as const;
 
 /** method -> colour: MixCache variants get strong reds/magentas, peers muted colours; stable per protocol order. */
-export function methodColors(methods: readonly string[]): { domain: string[]; range: string[] } {
+function methodColors(methods: readonly string[]): { domain: string[]; range: string[] } {
   const domain: string[] = [];
   const range: string[] = [];
   let mi = 0, pi = 0;
@@ -265,7 +265,7 @@ const meanOf = (xs: Array<number | null | undefined>): number | null => {
   return v.length ? v.reduce((a, b) => a + b, 0) / v.length : null;
 };
 
-export function redundancySpec(r: BenchResults): TopLevelSpec | null {
+function redundancySpec(r: BenchResults): TopLevelSpec | null {
   const red = r.redundancy;
   if (!red || !red.rows.length) return null;
   const values: Array<{ step: number; signal: string; value: number }> = [];
@@ -335,7 +335,7 @@ function timelineLayer(traces: Trace[], steps: number, title: string, subtitle: 
 }
 
 /** MixCache's per-step decision for each MixCache point in traces, and E against the budget. */
-export function timelineSpec(r: BenchResults): TopLevelSpec | null {
+function timelineSpec(r: BenchResults): TopLevelSpec | null {
   const pointOf = (t: Trace) => r.protocol.points.find((p) => p.id === t.point);
   const abl = (t: Trace) => isAblation({ method: t.method, options: pointOf(t)?.options });
   const all = r.traces.filter((t) => isMixCache(t.method) && t.trace.length > 0);
@@ -343,13 +343,11 @@ export function timelineSpec(r: BenchResults): TopLevelSpec | null {
   const traces = [...all.filter((t) => !abl(t)), ...all.filter(abl)];
   if (!traces.length) return null;
   const steps = Math.max(...traces.map((t) => Math.max(t.steps, t.trace.length)));
-  const prompt = r.protocol.prompts.find((p) => p.index === traces[0].promptIndex)?.text ?? "";
   const counts = traces.map((t) => {
     const c: Record<string, number> = {};
     for (const row of t.trace) c[String(row.action)] = (c[String(row.action)] ?? 0) + 1;
     return `${t.tag}: ${Object.entries(c).map(([a, n]) => `${n} ${a}`).join(", ")}`;
   });
-  void prompt;
   const grid = timelineLayer(traces, steps, "MixCache decision timeline: the granularity reused at each step", [
     `First prompt, seed ${traces[0].seed}. full = every module computed; step / cfg / block = that cache reused.`,
     ...(counts.length <= 3 ? counts : [`${traces.length} points; decision counts per point are in the report's table.`]),
@@ -397,7 +395,7 @@ export function timelineSpec(r: BenchResults): TopLevelSpec | null {
 }
 
 /** Every method's default point (and every MixCache point): its own per-step actions. */
-export function decisionsSpec(r: BenchResults): TopLevelSpec | null {
+function decisionsSpec(r: BenchResults): TopLevelSpec | null {
   const traces = r.traces.filter((t) => t.trace.length > 0 && r.protocol.points.find((p) => p.id === t.point)?.default);
   if (!traces.length) return null;
   const steps = Math.max(...traces.map((t) => Math.max(t.steps, t.trace.length)));
@@ -432,7 +430,7 @@ export type PngRenderer = (svg: string) => Uint8Array;
 let resvgCache: { render: PngRenderer | null; error: string | null } | null = null;
 
 /** The SVG -> PNG renderer (resvg), or why it is unavailable. */
-export async function pngRenderer(): Promise<{ render: PngRenderer | null; error: string | null }> {
+async function pngRenderer(): Promise<{ render: PngRenderer | null; error: string | null }> {
   if (resvgCache) return resvgCache;
   try {
     const { Resvg } = await import("@resvg/resvg-js");
@@ -461,7 +459,7 @@ export interface RenderedPlot {
 }
 
 /** The plot specs for a results file (those that have data). */
-export function plotSpecs(r: BenchResults): Array<{ name: string; title: string; spec: TopLevelSpec }> {
+function plotSpecs(r: BenchResults): Array<{ name: string; title: string; spec: TopLevelSpec }> {
   const out: Array<{ name: string; title: string; spec: TopLevelSpec }> = [];
   if (paretoData(r).points.length) out.push({ name: "pareto", title: "Pareto chart: compute speedup vs PSNR", spec: paretoSpec(r) });
   const red = redundancySpec(r);

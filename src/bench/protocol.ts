@@ -29,18 +29,17 @@
  * and of the calibration profiles it may read) + seed + prompt text; prompt list, seeds and
  * methods can change between runs without invalidating finished rows.
  */
-import { createHash } from "node:crypto";
+import { canonicalJson, sha256 } from "../util/hash.ts";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, MixCacheError, UsageError } from "../errors.ts";
 import { STRATEGIES, findStrategy, makeCache, strategyNames } from "../cache/registry.ts";
 import { parseKnobs } from "../cache/knobs.ts";
-import type { Granularity } from "../cache/strategy.ts";
-import type { CacheStrategy } from "../cache/strategy.ts";
+import type { Granularity, CacheStrategy } from "../pipeline/hooks.ts";
 import { DEFAULT_VOCAB_PATH, caption, loadVocab, parseCaption, splitCombos, type Attrs, type Vocab } from "../data/shapes.ts";
 import type { LoadedModel } from "../models/load.ts";
-import type { LatentShape } from "../pipeline/generate.ts";
-import type { SamplerName } from "../schedulers/index.ts";
+import type { LatentShape } from "../models/types.ts";
+import type { SamplerName } from "../schedulers/types.ts";
 
 /** Version of the row format; part of the protocol hash. */
 export const ROW_SCHEMA = 1;
@@ -203,7 +202,7 @@ export function promptAttrs(vocab: Vocab, text: string): PromptAttrs | null {
   return { shape: shape[0], colour: colour[0], motion: motion[0], background: background[0], size: size[0] ?? null };
 }
 
-export function describePrompt(vocab: Vocab, text: string, index: number): BenchPrompt {
+function describePrompt(vocab: Vocab, text: string, index: number): BenchPrompt {
   const attrs = promptAttrs(vocab, text);
   return { index, text, attrs, heldout: attrs ? heldoutOf(vocab, attrs) : null };
 }
@@ -298,16 +297,6 @@ export interface ProtocolOptions {
   vocabPath?: string;
 }
 
-export function sha(s: string | Uint8Array, n = 12): string {
-  return createHash("sha256").update(s).digest("hex").slice(0, n);
-}
-
-/** JSON with sorted object keys (stable hashes). */
-export function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(",")}}`;
-  return JSON.stringify(v) ?? "null";
-}
 
 /** Fingerprint of a model folder: configs and tokenizer by content, weight files by size and mtime. */
 export function modelFingerprint(m: Pick<LoadedModel, "dir" | "transformerDir" | "config" | "name">): string {
@@ -317,9 +306,9 @@ export function modelFingerprint(m: Pick<LoadedModel, "dir" | "transformerDir" |
     if (!existsSync(f)) continue;
     const st = statSync(f);
     if (!st.isFile()) continue;
-    parts.push(f.endsWith(".json") ? `${f}:${sha(readFileSync(f))}` : `${f}:${st.size}:${Math.round(st.mtimeMs)}`);
+    parts.push(f.endsWith(".json") ? `${f}:${sha256(readFileSync(f), 12)}` : `${f}:${st.size}:${Math.round(st.mtimeMs)}`);
   }
-  return sha(parts.join("\n"));
+  return sha256(parts.join("\n"), 12);
 }
 
 /** Content hash of the calibration profiles a method may read: cache_profiles/<p>.json with <p> a
@@ -329,7 +318,7 @@ function profilesHash(profilesDir: string, method: string): string {
   const parts: string[] = [];
   for (const f of readdirSync(profilesDir).sort()) {
     if (!f.endsWith(".json")) continue;
-    if (method.startsWith(f.slice(0, -5))) parts.push(`${f}:${sha(readFileSync(join(profilesDir, f)))}`);
+    if (method.startsWith(f.slice(0, -5))) parts.push(`${f}:${sha256(readFileSync(join(profilesDir, f)), 12)}`);
   }
   return parts.join(",");
 }
@@ -376,7 +365,7 @@ export function buildPoints(methods: readonly string[], profilesDir: string, ski
       seen.add(cj);
       points.push({
         id: cache.tag, method, tag: cache.tag, granularity: def.granularity, options: { ...options }, config,
-        isDefault: cj === defaults, configHash: sha(`${cj}|${profilesHash(profilesDir, method)}`, 8), cache,
+        isDefault: cj === defaults, configHash: sha256(`${cj}|${profilesHash(profilesDir, method)}`, 8), cache,
       });
     }
   }
@@ -440,10 +429,10 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
   const skipped: SkippedPoint[] = [];
   const points = buildPoints(methods, model.profilesDir, o.methods ? undefined : skipped);
   const fingerprint = modelFingerprint(model);
-  const hash = sha(canonicalJson({
+  const hash = sha256(canonicalJson({
     rowSchema: ROW_SCHEMA, model: fingerprint, steps, guidance: model.defaults.guidance, shift: model.defaults.shift,
     sampler: model.defaults.sampler, negativePrompt: model.defaults.negativePrompt, shape,
-  }));
+  }), 12);
   return {
     preset: preset.name, hash, steps, guidance: model.defaults.guidance, shift: model.defaults.shift, sampler: model.defaults.sampler,
     negativePrompt: model.defaults.negativePrompt, shape: { ...shape }, seeds: [...seeds], prompts, promptSource, methods, points, skipped,

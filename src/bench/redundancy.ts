@@ -17,8 +17,7 @@
  * Also per step: `cfgRatio` = mean|v_u - v_c| / mean|v_c| (how large the guidance delta is).
  * A distance to an all-zero previous tensor is Infinity (null once written to JSON).
  */
-import type { Branch, Hooks, RunInfo } from "../pipeline/hooks.ts";
-import type { CacheStrategy } from "../cache/strategy.ts";
+import type { Branch, Hooks, RunInfo, CacheStrategy } from "../pipeline/hooks.ts";
 import { CacheStore, hooksAsCache } from "../cache/strategy.ts";
 import { meanAbs, sub } from "../tensor/ops.ts";
 

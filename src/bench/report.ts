@@ -7,7 +7,7 @@
  *                     every method's per-step decisions
  *   clips/*.gif       per prompt (first seed): the reference and each method's default point,
  *                     from the clips the bench keeps (clips/<protocol>-s<seed>-p<prompt sha>-ref.f32
- *                     and -<tag>-<config hash>.u8, see runner.ts); missing ones are listed
+ *                     and -<tag>-<config hash>.u8, see journal.ts); missing ones are listed
  *   frames/<i>.png    the bench's contact sheets (every frame; reference on top), copied
  *
  * Sections: headline (fastest points at a quality floor, the design aim), each method at its
@@ -18,17 +18,17 @@
  * protocol, warnings and the commands. All text is HTML-escaped; every file is written atomically.
  */
 import { existsSync, readFileSync, readdirSync } from "node:fs";
-import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { MixCacheError } from "../errors.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { writeGif } from "../media/gif.ts";
 import type { Video } from "../media/frames.ts";
-import type { BenchResults, SummaryRow, AdherenceAgg } from "./runner.ts";
+import type { BenchResults, SummaryRow, AdherenceAgg } from "./results.ts";
 import { AIM, isAblation, isMixCache, renderPlots, type RenderedPlot } from "./plots.ts";
 import { readRuntime, type RuntimeNumbers } from "./machine.ts";
+import { clipName, fromBytes, loadF32, safeTag } from "./journal.ts";
 
-export const REPORT_DIR = "report";
+const REPORT_DIR = "report";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -43,11 +43,6 @@ const e = escapeHtml;
 
 const fin = (x: number | null | undefined): x is number => typeof x === "number" && Number.isFinite(x);
 const fx = (x: number | null | undefined, d: number, suffix = "") => (fin(x) ? `${x.toFixed(d)}${suffix}` : "–");
-
-/** File-name-safe form of a tag (the runner's clip naming). */
-export const safeTag = (tag: string) => tag.replace(/[^A-Za-z0-9._-]+/g, "_");
-
-const sha = (s: string, n: number) => createHash("sha256").update(s).digest("hex").slice(0, n);
 
 /** Read and sanity-check DIR/results.json. */
 export function readResults(dir: string): BenchResults {
@@ -147,15 +142,11 @@ function writeClips(dir: string, reportDir: string, r: BenchResults): { prompts:
       out.sheet = `frames/${pr.index}.png`;
     }
     if (rgb) {
-      const base = `${p.hash}-s${seed}-p${sha(pr.text, 10)}`;
-      const refPath = join(clipsDir, `${base}-ref.f32`);
       const refCell: ClipCell = { label: "reference (none)", point: null, gif: null, psnr: null, speedup: 1, mix: false };
-      if (existsSync(refPath) && readFileSync(refPath).byteLength === 4 * n) {
-        const b = readFileSync(refPath);
-        const data = new Float32Array(n);
-        new Uint8Array(data.buffer).set(b);
+      const ref = loadF32(join(clipsDir, clipName(p.hash, pr.text, seed, "ref", "f32")), n);
+      if (ref) {
         const name = `clips/p${pr.index}-ref.gif`;
-        writeGif(join(reportDir, name), video(data), { scale, fps });
+        writeGif(join(reportDir, name), video(ref), { scale, fps });
         refCell.gif = name;
         gifs++;
       } else out.missing.push("reference");
@@ -163,17 +154,13 @@ function writeClips(dir: string, reportDir: string, r: BenchResults): { prompts:
       for (const pt of defaults) {
         const row = r.rows.find((x) => x.point === pt.id && x.promptIndex === pr.index && x.seed === seed);
         const cell: ClipCell = { label: pt.tag, point: pt.id, gif: null, psnr: row?.quality?.psnrFrame ?? null, speedup: row?.computeSpeedup ?? summary.get(pt.id)?.computeSpeedup ?? null, mix: isMixCache(pt.method) };
-        const src = join(clipsDir, `${base}-${safeTag(pt.tag)}-${pt.configHash}.u8`);
-        if (existsSync(src)) {
-          const b = readFileSync(src);
-          if (b.byteLength === n) {
-            const data = new Float32Array(n);
-            for (let i = 0; i < n; i++) data[i] = (b[i] / 255) * 2 - 1;
-            const name = gifName(pr.index, pt.tag, pt.configHash);
-            writeGif(join(reportDir, name), video(data), { scale, fps });
-            cell.gif = name;
-            gifs++;
-          } else out.missing.push(pt.tag);
+        const src = join(clipsDir, clipName(p.hash, pr.text, seed, pt, "u8"));
+        const b = existsSync(src) ? readFileSync(src) : null;
+        if (b && b.byteLength === n) {
+          const name = gifName(pr.index, pt.tag, pt.configHash);
+          writeGif(join(reportDir, name), video(fromBytes(b)), { scale, fps });
+          cell.gif = name;
+          gifs++;
         } else out.missing.push(pt.tag);
         out.cells.push(cell);
       }
@@ -452,7 +439,7 @@ function protocolSection(r: BenchResults): string {
 }
 
 /** A `mixcache bench` command line that reproduces the protocol (reconstructed from results.json). */
-export function benchCommandFor(r: BenchResults, dir: string): string {
+function benchCommandFor(r: BenchResults, dir: string): string {
   const p = r.protocol;
   const q = (s: string) => (/^[A-Za-z0-9_./,:=+-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
   const args = ["mixcache", "bench", "--preset", p.preset, "--model", r.model.dir, "--methods", p.methods.filter((m) => m !== "none").join(",") || "none", "--steps", String(p.steps)];

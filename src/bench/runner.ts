@@ -11,174 +11,40 @@
  *   metrics   per row: compute speedup and module/block/branch counts (RunStats), cache peak bytes,
  *             PSNR (both definitions), SSIM (luma and RGB) against the reference of the same prompt
  *             and seed, adherence of the output (the reference's is in its own `none` row);
- *   summary   per operating point: compute speedup = sum of full MACs / sum of executed MACs over
- *             its rows; wall speedup = median wall of `none` / median wall of the point over the
- *             same prompt x seed rows; efficiency = wall / compute; means of PSNR (capped at
- *             100 dB, see metrics/quality.ts), SSIM and adherence rates; peak cache bytes (max).
+ *   summary   per operating point (results.ts).
  *
- * Resumable: each finished row is appended to <out>/journal.jsonl (one JSON line, fsync'd) and a
- * rerun skips rows whose key (protocol hash + point tag/config + seed + prompt) is already there.
- * The reference clip of each prompt and seed is kept in <out>/clips/ (raw float32) so that a
- * resumed group can still be compared with its reference; the default point of every method is
- * kept there as 8-bit RGB for the contact sheets. Rows resumed from an earlier session keep their
- * wall times, so a bench interrupted across sessions mixes timings of two processes; run with
- * --fresh (or into a new folder) for a single-session wall-time comparison.
+ * Resumable: each finished row is appended to <out>/journal.jsonl (journal.ts) and a rerun skips
+ * rows whose key (protocol hash + point tag/config + seed + prompt) is already there. The
+ * reference clip of each prompt and seed is kept in <out>/clips/ so that a resumed group can
+ * still be compared with its reference. Rows resumed from an earlier session keep their wall
+ * times, so a bench interrupted across sessions mixes timings of two processes; run with --fresh
+ * (or into a new folder) for a single-session wall-time comparison.
  *
  * One run at a time per folder: <out>/bench.lock (lock.ts) is held for the run; a second run into
  * the same folder fails fast, a lock left by a dead process is taken over with a warning.
  *
- * Outputs (all written atomically): results.json (schema below, `BenchResults`), results.md,
- * results.csv, frames/<prompt index>.png (reference + each method's default point, first seed),
- * redundancy.json (the warm-up's signals, reused by reruns), journal.jsonl, clips/.
- * Null in results: quality of `none` rows (they are the reference); adherence where the prompt
- * names no dataset attributes; summary metrics a point has no rows for.
+ * Outputs (all written atomically): results.json (results.ts, `BenchResults`), results.md,
+ * results.csv (render.ts), frames/<prompt index>.png (reference + each method's default point,
+ * first seed), redundancy.json (the warm-up's signals, reused by reruns), journal.jsonl, clips/.
  */
-import type { AdherenceSummary } from "../metrics/adherence.ts";
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, rmSync, truncateSync, writeSync } from "node:fs";
-import { availableParallelism, cpus, totalmem } from "node:os";
-import { createRequire } from "node:module";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { defaultThreads } from "../backend/ort.ts";
 import { MixCacheError } from "../errors.ts";
-import type { TraceRow } from "../cache/strategy.ts";
 import type { LoadedModel } from "../models/load.ts";
-import { generate } from "../pipeline/pipeline.ts";
-import { writeContactSheet, toByte, type Video } from "../media/index.ts";
-import { detectAdherence, scoreAdherence, type AdherenceScore } from "../metrics/adherence.ts";
+import { generate } from "../pipeline/generate.ts";
+import { writeContactSheet } from "../media/png.ts";
+import type { Video } from "../media/frames.ts";
+import { detectAdherence, scoreAdherence } from "../metrics/adherence.ts";
 import { detectTextureAdherence, scoreTextureAdherence, textureQuality } from "../metrics/texture-adherence.ts";
-import { PSNR_CAP_DB, SSIM_DEFAULTS, LUMA_BT601, compareClips, computeSpeedup, efficiency, mean, median, type QualityReport } from "../metrics/quality.ts";
+import { PSNR_CAP_DB, SSIM_DEFAULTS, LUMA_BT601, compareClips, type QualityReport } from "../metrics/quality.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { lockDir, tookOverNote } from "./lock.ts";
-import { RedundancyRecorder, type RedundancyResult } from "./redundancy.ts";
-import { ROW_SCHEMA, buildProtocol, rowKey, sha, type BenchPrompt, type OperatingPoint, type PresetName, type Protocol, type ProtocolOptions } from "./protocol.ts";
-
-/** Version of results.json. */
-export const RESULTS_SCHEMA = 1;
-
-export interface RowAdherence {
-  /** 1 where the detected attribute matches the prompt (pattern: textures models only) */
-  score: AdherenceScore & { pattern?: 0 | 1 };
-  /** 1 when every scored attribute matches */
-  all: 0 | 1;
-  /** mean of the scores (four, or five with the pattern) */
-  mean: number;
-  detected: { colour: string; shape: string; motion: string; background: string; pattern?: string; ok: boolean };
-  /** textures models: the reference-free quality score of the output (metrics/texture-adherence.ts textureQuality) */
-  quality?: number;
-}
-
-export interface BenchRow {
-  key: string;
-  protocolHash: string;
-  rowSchema: number;
-  /** operating point id (protocol.points[].id) */
-  point: string;
-  method: string;
-  tag: string;
-  default: boolean;
-  options: Record<string, unknown>;
-  promptIndex: number;
-  prompt: string;
-  heldout: boolean | null;
-  seed: number;
-  /** steps of the uncached run (compute is accounted against these) */
-  steps: number;
-  /** sampler steps actually run (fewer-steps runs fewer) */
-  stepsSampled: number;
-  /** wall time of the whole `generate` call, ms */
-  wallMs: number;
-  /** wall time of the denoising loop alone (RunStats.wallMs), ms */
-  denoiseMs: number;
-  macsFull: number;
-  macsExecuted: number;
-  computeSpeedup: number;
-  computed: { branches: number; blocks: number; modules: number };
-  total: { branches: number; blocks: number; modules: number };
-  cachePeakBytes: number;
-  counters: Record<string, number>;
-  warnings: string[];
-  /** vs the uncached output of the same prompt and seed; null for the reference (`none`) itself */
-  quality: QualityReport | null;
-  /** null when the prompt names no dataset attributes or the clip is not RGB */
-  adherence: RowAdherence | null;
-  session: string;
-  finishedAt: string;
-  /** per-step decision trace (journal only, first prompt and first seed; results.json moves it to `traces`) */
-  trace?: TraceRow[];
-}
-
-/** Adherence rates of a set of rows; `pattern` and the reference-free `quality` on textures models. */
-export type AdherenceAgg = AdherenceSummary & { pattern?: number; quality?: number };
-
-export interface SummaryRow {
-  point: string;
-  method: string;
-  tag: string;
-  granularity: string;
-  default: boolean;
-  options: Record<string, unknown>;
-  /** rows (prompt x seed) aggregated */
-  n: number;
-  computeSpeedup: number;
-  computeSpeedupMean: number;
-  computeSpeedupMin: number;
-  computeSpeedupMax: number;
-  wallMsMedian: number;
-  referenceWallMsMedian: number;
-  wallSpeedup: number;
-  efficiency: number;
-  /** means over rows, PSNRs capped at 100 dB; null for `none` */
-  psnrFrame: number | null;
-  psnrClip: number | null;
-  psnrFrameMin: number | null;
-  ssim: number | null;
-  ssimRgb: number | null;
-  ssimMin: number | null;
-  /** fraction of rows bit-identical (as displayed) to the reference */
-  identical: number | null;
-  /** adherence of this point's outputs / of the references of the same rows */
-  adherence: AdherenceAgg | null;
-  adherenceRef: AdherenceAgg | null;
-  /** the same PSNR (a) and adherence restricted to held-out prompts */
-  heldout: { n: number; psnrFrame: number | null; adherence: number | null; adherenceRef: number | null };
-  cachePeakBytes: number;
-  cacheMB: number;
-}
-
-export interface BenchResults {
-  schema: number;
-  created: string;
-  tool: { name: string; version: string | null };
-  machine: { cpus: number; availableParallelism: number; cpuModel: string; memoryGB: number; node: string; platform: string; arch: string; ortThreads: number; onnxruntime: string | null };
-  model: { name: string; dir: string; parameters: number; config: Record<string, unknown>; latent: unknown; defaults: unknown; fingerprint: string };
-  protocol: {
-    preset: PresetName;
-    hash: string;
-    rowSchema: number;
-    steps: number;
-    guidance: number;
-    shift: number;
-    sampler: string;
-    negativePrompt: string;
-    shape: unknown;
-    seeds: number[];
-    promptSource: string;
-    vocabPath: string;
-    prompts: Array<BenchPrompt & { sheet: string | null }>;
-    methods: string[];
-    /** operating points left out because their strategy refused to build (see protocol.buildPoints) */
-    skipped: Array<{ method: string; options: Record<string, unknown>; error: string }>;
-    points: Array<{ id: string; method: string; tag: string; granularity: string; options: Record<string, unknown>; config: Record<string, unknown>; default: boolean; configHash: string }>;
-    metrics: Record<string, unknown>;
-  };
-  session: { id: string; rowsTotal: number; rowsDone: number; rowsRun: number; rowsReused: number; wallS: number; warmupMs: number | null; complete: boolean; warnings: string[] };
-  rows: BenchRow[];
-  summary: SummaryRow[];
-  /** per-step decision trace of every point on the first prompt and seed (for the timeline plot) */
-  traces: Array<{ point: string; method: string; tag: string; promptIndex: number; seed: number; steps: number; trace: TraceRow[] }>;
-  /** the uncached reference's redundancy signals on the first prompt and seed (redundancy.ts) */
-  redundancy: (RedundancyResult & { promptIndex: number; prompt: string; seed: number }) | null;
-}
+import { RedundancyRecorder } from "./redundancy.ts";
+import { ROW_SCHEMA, buildProtocol, rowKey, type BenchPrompt, type OperatingPoint, type Protocol, type ProtocolOptions } from "./protocol.ts";
+import { RESULTS_SCHEMA, summarize, tableOrder, toJson, type BenchResults, type BenchRow, type RowAdherence } from "./results.ts";
+import { appendJournal, clipName, fromBytes, loadF32, readJournal, saveF32, toBytes } from "./journal.ts";
+import { renderCsv, renderMarkdown } from "./render.ts";
+import { machineInfo, toolVersion } from "./machine.ts";
 
 export interface BenchOptions extends ProtocolOptions {
   model: LoadedModel;
@@ -196,255 +62,6 @@ export interface BenchOutcome {
   files: { json: string; md: string; csv: string; journal: string; redundancy: string; sheets: string[] };
   rowsRun: number;
   rowsReused: number;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Journal
-
-export function readJournal(path: string): BenchRow[] {
-  if (!existsSync(path)) return [];
-  const text = readFileSync(path, "utf8");
-  const end = text.lastIndexOf("\n") + 1;
-  // a torn last line (crash mid-append) is dropped, so the next append starts on a fresh line
-  if (end < text.length) truncateSync(path, Buffer.byteLength(text.slice(0, end)));
-  const rows: BenchRow[] = [];
-  for (const line of text.slice(0, end).split("\n")) {
-    if (!line.trim()) continue;
-    try {
-      const r = JSON.parse(line) as BenchRow;
-      if (r && typeof r.key === "string") rows.push(r);
-    } catch {
-      // a corrupt line is skipped (its row reruns)
-    }
-  }
-  return rows;
-}
-
-export function appendJournal(path: string, row: BenchRow): void {
-  const fd = openSync(path, "a");
-  try {
-    writeSync(fd, JSON.stringify(row) + "\n");
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Clips on disk
-
-function clipName(p: Protocol, prompt: string, seed: number, point: OperatingPoint | "ref", ext: string): string {
-  const who = point === "ref" ? "ref" : `${point.tag.replace(/[^A-Za-z0-9._-]+/g, "_")}-${point.configHash}`;
-  return `${p.hash}-s${seed}-p${sha(prompt, 10)}-${who}.${ext}`;
-}
-
-function saveF32(path: string, data: Float32Array): void {
-  writeFileAtomic(path, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-}
-
-function loadF32(path: string, n: number): Float32Array | null {
-  if (!existsSync(path)) return null;
-  const b = readFileSync(path);
-  if (b.byteLength !== 4 * n) return null;
-  const out = new Float32Array(n);
-  new Uint8Array(out.buffer).set(b);
-  return out;
-}
-
-/** 8-bit copy of a clip as displayed (toByte), and back to [-1, 1] floats that display identically. */
-function toBytes(data: Float32Array): Uint8Array {
-  const out = new Uint8Array(data.length);
-  for (let i = 0; i < data.length; i++) out[i] = toByte(data[i]);
-  return out;
-}
-function fromBytes(b: Uint8Array): Float32Array {
-  const out = new Float32Array(b.length);
-  for (let i = 0; i < b.length; i++) out[i] = (b[i] / 255) * 2 - 1;
-  return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Summary
-
-function aggAdherence(list: Array<RowAdherence | null>): AdherenceAgg | null {
-  const xs = list.filter((a): a is RowAdherence => a !== null);
-  if (!xs.length) return null;
-  const m = (f: (a: RowAdherence) => number) => xs.reduce((s, a) => s + f(a), 0) / xs.length;
-  const out: AdherenceAgg = { n: xs.length, colour: m((a) => a.score.colour), shape: m((a) => a.score.shape), motion: m((a) => a.score.motion), background: m((a) => a.score.background), all: m((a) => a.all), mean: m((a) => a.mean) };
-  if (xs.every((a) => a.score.pattern !== undefined)) out.pattern = m((a) => a.score.pattern!);
-  if (xs.every((a) => a.quality !== undefined)) out.quality = m((a) => a.quality!);
-  return out;
-}
-
-const nullable = (x: number) => (Number.isFinite(x) ? x : null);
-
-export function summarize(p: Protocol, rows: BenchRow[]): SummaryRow[] {
-  const ref = new Map<string, BenchRow>();
-  for (const r of rows) if (r.method === "none") ref.set(`${r.seed}|${r.prompt}`, r);
-  const out: SummaryRow[] = [];
-  for (const pt of p.points) {
-    const rs = rows.filter((r) => r.point === pt.id);
-    const refs = rs.map((r) => ref.get(`${r.seed}|${r.prompt}`)).filter((r): r is BenchRow => r !== undefined);
-    const q = rs.map((r) => r.quality).filter((x): x is QualityReport => x !== null);
-    const held = rs.filter((r) => r.heldout === true);
-    const heldRefs = held.map((r) => ref.get(`${r.seed}|${r.prompt}`)).filter((r): r is BenchRow => r !== undefined);
-    const cs = rs.map((r) => r.computeSpeedup);
-    const wallMsMedian = median(rs.map((r) => r.wallMs));
-    const referenceWallMsMedian = median(refs.map((r) => r.wallMs));
-    const compute = computeSpeedup(rs.map((r) => r.macsFull), rs.map((r) => r.macsExecuted));
-    const wall = wallMsMedian > 0 ? referenceWallMsMedian / wallMsMedian : NaN;
-    const qa = (f: (x: QualityReport) => number) => (q.length ? mean(q.map(f)) : null);
-    const heldQ = held.map((r) => r.quality).filter((x): x is QualityReport => x !== null);
-    const peak = rs.reduce((m, r) => Math.max(m, r.cachePeakBytes), 0);
-    out.push({
-      point: pt.id, method: pt.method, tag: pt.tag, granularity: pt.granularity, default: pt.isDefault, options: pt.options,
-      n: rs.length,
-      computeSpeedup: compute,
-      computeSpeedupMean: mean(cs),
-      computeSpeedupMin: cs.length ? Math.min(...cs) : NaN,
-      computeSpeedupMax: cs.length ? Math.max(...cs) : NaN,
-      wallMsMedian, referenceWallMsMedian, wallSpeedup: wall, efficiency: efficiency(wall, compute),
-      psnrFrame: qa((x) => x.psnrFrame),
-      psnrClip: qa((x) => x.psnrClip),
-      psnrFrameMin: q.length ? Math.min(...q.map((x) => x.psnrFrame)) : null,
-      ssim: qa((x) => x.ssim),
-      ssimRgb: qa((x) => x.ssimRgb),
-      ssimMin: q.length ? Math.min(...q.map((x) => x.ssim)) : null,
-      identical: q.length ? q.filter((x) => x.identical).length / q.length : null,
-      adherence: aggAdherence(rs.map((r) => r.adherence)),
-      adherenceRef: aggAdherence(refs.map((r) => r.adherence)),
-      heldout: {
-        n: held.length,
-        psnrFrame: heldQ.length ? mean(heldQ.map((x) => x.psnrFrame)) : null,
-        adherence: aggAdherence(held.map((r) => r.adherence))?.mean ?? null,
-        adherenceRef: aggAdherence(heldRefs.map((r) => r.adherence))?.mean ?? null,
-      },
-      cachePeakBytes: peak,
-      cacheMB: peak / 2 ** 20,
-    });
-  }
-  // JSON has no NaN: numbers a point has no rows for become null in the file (see toJson)
-  return out;
-}
-
-/** Points in table order: methods in protocol order (`none` first), points by compute speedup. */
-export function tableOrder(p: Protocol, summary: SummaryRow[]): SummaryRow[] {
-  const mi = new Map(p.methods.map((m, i) => [m, m === "none" ? -1 : i]));
-  return [...summary].sort((a, b) => (mi.get(a.method)! - mi.get(b.method)!) || (a.computeSpeedup - b.computeSpeedup) || a.point.localeCompare(b.point));
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reports
-
-const f = (x: number | null | undefined, d: number) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(d));
-
-export function renderMarkdown(r: BenchResults): string {
-  const p = r.protocol;
-  const held = p.prompts.filter((x) => x.heldout === true).length;
-  const lines: string[] = [];
-  lines.push(`# MixCache bench: ${p.preset}`, "");
-  lines.push(`- model: ${r.model.name} (${(r.model.parameters / 1e6).toFixed(2)}M parameters, fingerprint ${r.model.fingerprint})`);
-  lines.push(`- sampling: ${p.steps} ${p.sampler} steps, guidance ${p.guidance}, shift ${p.shift}; ${p.prompts.length} prompts (${held} held-out combinations) x ${p.seeds.length} seed(s) [${p.seeds.join(", ")}]; protocol ${p.hash}`);
-  lines.push(`- machine: ${r.machine.cpus} x ${r.machine.cpuModel}, node ${r.machine.node}, onnxruntime ${r.machine.onnxruntime ?? "?"} with ${r.machine.ortThreads} threads`);
-  lines.push(`- rows: ${r.session.rowsDone}/${r.session.rowsTotal}${r.session.complete ? "" : " (INCOMPLETE)"}, ${r.session.rowsRun} run in this session, ${r.session.rowsReused} resumed; created ${r.created}`);
-  lines.push("");
-  lines.push(
-    "compute = full MACs / executed MACs; wall = median wall time of `none` / of the point (same process, interleaved, after a warm-up); " +
-      "eff. = wall / compute; PSNR (a) = mean over frames of per-frame PSNR, (b) = one MSE over the clip, [0, 1] pixels, vs the uncached output, capped at 100 dB; " +
-      "SSIM = Gaussian window 11 (sigma 1.5; min(11, H, W) for smaller frames), valid region, BT.601 luma, mean over frames; adh. = mean of colour/shape/motion/background detection rates of the output (ref = of the uncached output); " +
-      "cache = peak bytes held by the cache. `*` = the method's default point.",
-  );
-  lines.push("");
-  // textures models: the reference-free quality score of the outputs, next to the reference's
-  const withQ = r.summary.some((s) => s.adherence?.quality !== undefined);
-  if (withQ) lines.push("qual. = textureQuality: a reference-free 0..1 match of the output to the dataset's own statistics for its caption (texture class, texture detail and motion, palette, shape area and edge sharpness); adh. includes the pattern.", "");
-  lines.push(`| method | point | compute | wall | eff. | PSNR (a) dB | PSNR (b) dB | SSIM | adh. ref | adh. |${withQ ? " qual. ref | qual. |" : ""} cache MB | n |`);
-  lines.push(`|---|---|--:|--:|--:|--:|--:|--:|--:|--:|${withQ ? "--:|--:|" : ""}--:|--:|`);
-  let last = "";
-  for (const s of r.summary) {
-    const ref = s.method === "none";
-    lines.push(
-      `| ${s.method === last ? "" : s.method} | ${s.tag}${s.default && !ref ? " *" : ""} | ${f(s.computeSpeedup, 2)}x | ${f(s.wallSpeedup, 2)}x | ${f(s.efficiency, 2)} | ` +
-        `${ref ? "ref" : f(s.psnrFrame, 2)} | ${ref ? "ref" : f(s.psnrClip, 2)} | ${ref ? "ref" : f(s.ssim, 4)} | ${f(s.adherenceRef?.mean, 2)} | ${f(s.adherence?.mean, 2)} | ` +
-        `${withQ ? `${f(s.adherenceRef?.quality, 3)} | ${f(s.adherence?.quality, 3)} | ` : ""}${f(s.cacheMB, 2)} | ${s.n} |`,
-    );
-    last = s.method;
-  }
-  lines.push("");
-  const cached = r.summary.filter((s) => s.method !== "none" && s.psnrFrame !== null && s.n > 0);
-  if (cached.length) {
-    lines.push("## Highest compute speedup at a quality floor", "");
-    lines.push("| PSNR (a) floor | point | compute | wall | eff. | PSNR (a) dB | SSIM |", "|--:|---|--:|--:|--:|--:|--:|");
-    for (const floor of [25, 30, 35, 40]) {
-      const ok = cached.filter((s) => s.psnrFrame! >= floor).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
-      lines.push(ok ? `| ${floor} | ${ok.tag} | ${f(ok.computeSpeedup, 2)}x | ${f(ok.wallSpeedup, 2)}x | ${f(ok.efficiency, 2)} | ${f(ok.psnrFrame, 2)} | ${f(ok.ssim, 4)} |` : `| ${floor} | (none) | | | | | |`);
-    }
-    lines.push("");
-  }
-  if (r.session.warnings.length) {
-    lines.push("## Warnings", "");
-    for (const w of r.session.warnings) lines.push(`- ${w}`);
-    lines.push("");
-  }
-  return lines.join("\n");
-}
-
-export const CSV_COLUMNS = [
-  "method", "point", "tag", "granularity", "default", "options", "n",
-  "compute_speedup", "compute_speedup_mean", "wall_speedup", "efficiency", "wall_ms_median", "reference_wall_ms_median",
-  "psnr_frame_db", "psnr_clip_db", "psnr_frame_min_db", "ssim_luma", "ssim_rgb", "ssim_min", "identical_fraction",
-  "adherence_ref", "adherence", "adherence_colour", "adherence_shape", "adherence_motion", "adherence_background", "adherence_all",
-  "heldout_n", "heldout_psnr_frame_db", "heldout_adherence", "cache_peak_bytes",
-  "adherence_pattern", "quality_ref", "quality",
-] as const;
-
-function csvCell(v: unknown): string {
-  if (v === null || v === undefined || (typeof v === "number" && !Number.isFinite(v))) return "";
-  const s = typeof v === "object" ? JSON.stringify(v) : String(v);
-  return /[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-}
-
-export function renderCsv(r: BenchResults): string {
-  const rows = r.summary.map((s) => [
-    s.method, s.point, s.tag, s.granularity, s.default, s.options, s.n,
-    s.computeSpeedup, s.computeSpeedupMean, s.wallSpeedup, s.efficiency, s.wallMsMedian, s.referenceWallMsMedian,
-    s.psnrFrame, s.psnrClip, s.psnrFrameMin, s.ssim, s.ssimRgb, s.ssimMin, s.identical,
-    s.adherenceRef?.mean, s.adherence?.mean, s.adherence?.colour, s.adherence?.shape, s.adherence?.motion, s.adherence?.background, s.adherence?.all,
-    s.heldout.n, s.heldout.psnrFrame, s.heldout.adherence, s.cachePeakBytes,
-    s.adherence?.pattern, s.adherenceRef?.quality, s.adherence?.quality,
-  ].map(csvCell).join(","));
-  return [CSV_COLUMNS.join(","), ...rows].join("\n") + "\n";
-}
-
-/** JSON with non-finite numbers written as null (documented nulls, never NaN/Infinity strings). */
-function toJson(v: unknown): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === "number" && !Number.isFinite(x) ? null : x), 1) + "\n";
-}
-
-// ---------------------------------------------------------------------------------------------
-// The run
-
-function machineInfo(threads: number | undefined): BenchResults["machine"] {
-  const c = cpus();
-  let ortVersion: string | null = null;
-  try {
-    const req = createRequire(import.meta.url);
-    ortVersion = (JSON.parse(readFileSync(req.resolve("onnxruntime-node/package.json"), "utf8")) as { version: string }).version;
-  } catch {
-    ortVersion = null;
-  }
-  return {
-    cpus: c.length, availableParallelism: availableParallelism(), cpuModel: c[0]?.model?.trim() ?? "unknown", memoryGB: Number((totalmem() / 2 ** 30).toFixed(1)),
-    node: process.version, platform: process.platform, arch: process.arch, ortThreads: threads ?? defaultThreads(), onnxruntime: ortVersion,
-  };
-}
-
-function toolVersion(): string | null {
-  try {
-    return (JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }).version;
-  } catch {
-    return null;
-  }
 }
 
 function adherenceOf(p: Protocol, prompt: BenchPrompt, v: Video | { data: Float32Array; channels: number; frames: number; height: number; width: number }): RowAdherence | null {
@@ -562,12 +179,12 @@ async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string
     if (!rgb) return null;
     const clips: Video[] = [];
     const labels: string[] = [];
-    const ref = loadF32(join(clipsDir, clipName(p, prompt.text, firstSeed, "ref", "f32")), n);
+    const ref = loadF32(join(clipsDir, clipName(p.hash, prompt.text, firstSeed, "ref", "f32")), n);
     if (!ref) return null;
     clips.push({ data: ref, channels: 3, frames: shape.frames, height: shape.height, width: shape.width });
     labels.push("reference (none)");
     for (const pt of sheetPoints) {
-      const path = join(clipsDir, clipName(p, prompt.text, firstSeed, pt, "u8"));
+      const path = join(clipsDir, clipName(p.hash, prompt.text, firstSeed, pt, "u8"));
       if (!existsSync(path)) continue;
       const b = new Uint8Array(readFileSync(path));
       if (b.length !== n) continue;
@@ -586,7 +203,7 @@ async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string
   for (const g of groups) {
     const prompt = g.prompt;
     const seed = g.seed;
-    const refPath = join(clipsDir, clipName(p, prompt.text, seed, "ref", "f32"));
+    const refPath = join(clipsDir, clipName(p.hash, prompt.text, seed, "ref", "f32"));
     if (g.todo.length > 0) {
       // the reference: run (and journal) it if its row is missing; else load its stored clip
       let ref: Float32Array | null = null;
@@ -621,7 +238,7 @@ async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string
         const wall = performance.now() - tr;
         const quality = compareClips(refClip, { data: r.video.data, ...shape });
         for (const w of r.cache?.warnings ?? []) warnings.add(`${pt.method}: ${w}`);
-        if (seed === firstSeed && pt.isDefault && rgb) writeFileAtomic(join(clipsDir, clipName(p, prompt.text, seed, pt, "u8")), toBytes(r.video.data));
+        if (seed === firstSeed && pt.isDefault && rgb) writeFileAtomic(join(clipsDir, clipName(p.hash, prompt.text, seed, pt, "u8")), toBytes(r.video.data));
         const row = makeRow(p, pt, prompt, seed, r, wall, quality, adherenceOf(p, prompt, r.video), session, seed === firstSeed && prompt.index === first.index);
         appendJournal(journal, row);
         done.set(row.key, row);

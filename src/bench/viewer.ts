@@ -22,7 +22,7 @@ import { extname, join, resolve, sep } from "node:path";
 import type { AddressInfo } from "node:net";
 import { MixCacheError } from "../errors.ts";
 
-export const VIEW_HOST = "127.0.0.1";
+const VIEW_HOST = "127.0.0.1";
 
 export const CONTENT_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
@@ -44,7 +44,7 @@ export const CONTENT_TYPES: Record<string, string> = {
   ".webm": "video/webm",
 };
 
-export function contentType(path: string): string {
+function contentType(path: string): string {
   return CONTENT_TYPES[extname(path).toLowerCase()] ?? "application/octet-stream";
 }
 

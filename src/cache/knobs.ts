@@ -22,6 +22,23 @@ export interface KnobDef {
   source?: string;
 }
 
+/** What a knob parses to: number (number, int), boolean (bool), one of its `values` (enum), string. */
+type ValueOfType<T extends KnobDef["type"], K> = T extends "number" | "int"
+  ? number
+  : T extends "bool"
+    ? boolean
+    : T extends "enum"
+      ? K extends { values: readonly (infer V extends string)[] } ? V : string
+      : string;
+export type KnobValueOf<K extends KnobDef> = ValueOfType<K["type"], K>;
+
+/**
+ * The config `parseKnobs` returns for these definitions, typed from them: knob name -> value type.
+ * Declare the definitions with literal names and types (`as const`, or through `defineStrategy`)
+ * and `config.threshold` is a number, `config.choose` is "efficiency" | "error", with no casts.
+ */
+export type KnobConfig<D extends readonly KnobDef[]> = { readonly [K in D[number] as K["name"]]: KnobValueOf<K> };
+
 function describe(k: KnobDef): string {
   if (k.type === "enum") return `${k.name}=${k.values!.join("|")}`;
   if (k.type === "bool") return `${k.name}=true|false`;
@@ -34,8 +51,9 @@ export function knobList(defs: readonly KnobDef[]): string {
   return defs.map(describe).join(", ") || "(none)";
 }
 
-/** Parse and validate raw options (strings from the CLI or typed values from the API). */
-export function parseKnobs(strategy: string, defs: readonly KnobDef[], raw: Record<string, unknown> = {}): Record<string, KnobValue> {
+/** Parse and validate raw options (strings from the CLI or typed values from the API): every knob
+ * of `defs`, its default where `raw` does not set it. */
+export function parseKnobs<const D extends readonly KnobDef[]>(strategy: string, defs: D, raw: Record<string, unknown> = {}): KnobConfig<D> {
   // a plain object only: options hidden behind a prototype ({ __proto__: {...} }) would be skipped
   const proto = typeof raw === "object" && raw !== null && !Array.isArray(raw) ? Object.getPrototypeOf(raw) : undefined;
   if (proto !== Object.prototype && proto !== null)
@@ -51,7 +69,8 @@ export function parseKnobs(strategy: string, defs: readonly KnobDef[], raw: Reco
     }
     out[key] = coerce(strategy, d, value);
   }
-  return out;
+  // coerce() gave each knob a value of its declared type
+  return out as KnobConfig<D>;
 }
 
 function coerce(strategy: string, d: KnobDef, value: unknown): KnobValue {

@@ -2,28 +2,15 @@
  * Every cache strategy, declared as data: adding one is a file in strategies/ plus one line here.
  */
 import { ConfigError, closest } from "../errors.ts";
-import { knobList, parseKnobs, type KnobDef, type KnobValue } from "./knobs.ts";
-import type { CacheStrategy, Granularity, StrategyEnv } from "./strategy.ts";
+import { parseKnobs, type KnobDef } from "./knobs.ts";
+import type { CacheStrategy, Granularity, StrategyEnv } from "../pipeline/hooks.ts";
+import type { StrategyDef } from "./strategy.ts";
 import { none } from "./strategies/none.ts";
 import { fewerSteps } from "./strategies/fewer-steps.ts";
 import { teacache } from "./strategies/teacache.ts";
 import { STEP_LEVEL } from "./strategies/step-level.ts";
 import { MODULE_LEVEL } from "./strategies/module-level.ts";
 import { mixcache, mixcachePlus } from "./strategies/mixcache.ts";
-
-export interface StrategyDef {
-  name: string;
-  granularity: Granularity;
-  summary: string;
-  /** Paper / code the method and its defaults come from. */
-  source: string;
-  knobs: readonly KnobDef[];
-  /** Options under which the output must equal the uncached output bit for bit (contract suite). */
-  exact: Record<string, KnobValue>;
-  build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
-}
-
-export type { StrategyEnv };
 
 export const STRATEGIES: StrategyDef[] = [none, fewerSteps, teacache, ...STEP_LEVEL, ...MODULE_LEVEL, mixcache, mixcachePlus];
 
@@ -55,4 +42,3 @@ export function describeStrategies(): Array<{ name: string; granularity: Granula
   return STRATEGIES.map((s) => ({ name: s.name, granularity: s.granularity, summary: s.summary, source: s.source, knobs: [...s.knobs] }));
 }
 
-export { knobList };

@@ -1,58 +1,40 @@
 /**
- * The cache engine's interface. A strategy is a typed config plus `attach()`, which returns fresh
+ * What every strategy file builds on. A strategy is its knobs as data plus `build(config)`, which
+ * returns a CacheStrategy (declared with the seams in pipeline/hooks.ts): `attach()` gives fresh
  * hooks for one generation (so per-branch state resets at every run) and a report (tag, peak cache
  * bytes, optional decision trace). When to skip (the decision) and how to reuse (the
  * approximation) live in separate small pieces inside each strategy file.
  */
-import type { Branch, Hooks } from "../pipeline/hooks.ts";
+import type { Branch, CacheStrategy, Granularity, Hooks, StrategyEnv } from "../pipeline/hooks.ts";
 import { relL1 } from "../tensor/ops.ts";
+import type { KnobConfig, KnobDef, KnobValue } from "./knobs.ts";
 
-export type Granularity = "none" | "step" | "cfg" | "block" | "module" | "hybrid";
-
-export interface TraceRow {
-  step: number;
-  timestep: number;
-  action: string;
-  [field: string]: unknown;
-}
-
-export interface CacheReport {
+/** A cache strategy declared as data (registry.ts lists them): its knobs, exact options and builder. */
+export interface StrategyDef {
   name: string;
-  tag: string;
-  config: Record<string, unknown>;
-  /** Peak bytes of tensors held by the cache during the run. */
-  peakBytes: number;
-  trace: TraceRow[];
-  /** Strategy-specific counters (e.g. skipped steps per branch). */
-  counters: Record<string, number>;
-  warnings: string[];
+  granularity: Granularity;
+  summary: string;
+  /** Paper / code the method and its defaults come from. */
+  source: string;
+  knobs: readonly KnobDef[];
+  /** Options under which the output must equal the uncached output bit for bit (contract suite). */
+  exact: Record<string, KnobValue>;
+  build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
 }
 
-export interface AttachedCache {
-  hooks: Hooks;
-  report(): CacheReport;
-}
-
-export interface CacheStrategy {
-  readonly name: string;
-  readonly granularity: Granularity;
-  readonly config: Readonly<Record<string, unknown>>;
-  readonly tag: string;
-  /** Steps actually sampled when the strategy changes the schedule (fewer-steps); else undefined. */
-  readonly stepsOverride?: (steps: number) => number;
-  /**
-   * Set when the strategy was made without a model folder (makeCache without profilesDir): the
-   * same strategy and options built for a model's cache_profiles/. generate() calls it with the
-   * model it runs on, so a cache reads that model's calibration instead of none (MixCache impact
-   * factors 1) or another model's (TeaCache's Wan2.1-1.3B coefficients).
-   */
-  readonly forModel?: (env: StrategyEnv) => CacheStrategy;
-  attach(): AttachedCache;
-}
-
-/** What a strategy may read from the model folder (calibration profiles). A loaded model is one. */
-export interface StrategyEnv {
-  profilesDir?: string;
+/**
+ * Declare a strategy: its knobs stay data, and `build` (and `exact`) see the config typed from
+ * them (KnobConfig), so a strategy reads `config.threshold` as a number without casts.
+ */
+export function defineStrategy<const D extends readonly KnobDef[]>(
+  def: Omit<StrategyDef, "knobs" | "exact" | "build"> & {
+    knobs: D;
+    exact: Partial<KnobConfig<D>>;
+    build(config: KnobConfig<D>, env?: StrategyEnv): CacheStrategy;
+  },
+): StrategyDef {
+  // makeCache hands build() only what parseKnobs made of these same knobs
+  return { ...def, exact: def.exact as Record<string, KnobValue>, build: (config, env) => def.build(config as KnobConfig<D>, env) };
 }
 
 /**

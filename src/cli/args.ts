@@ -4,6 +4,13 @@
  */
 import { UsageError, closest } from "../errors.ts";
 
+/** One `mixcache` command (main.ts dispatches to it by name). */
+export interface Command {
+  name: string;
+  summary: string;
+  run(argv: string[]): Promise<number>;
+}
+
 export interface FlagDef {
   name: string; // long name without dashes
   type: "string" | "number" | "int" | "bool" | "list";
@@ -19,7 +26,7 @@ const INT_RE = /^-?[0-9]+$/;
 const NUMBER_RE = /^-?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$/;
 
 /** The range of a flag in words, for messages and help texts. */
-export function rangeText(d: FlagDef): string {
+function rangeText(d: FlagDef): string {
   if (d.min !== undefined && d.max !== undefined) return `${d.min}..${d.max}`;
   if (d.min !== undefined) return `>= ${d.min}`;
   if (d.max !== undefined) return `<= ${d.max}`;
@@ -27,7 +34,7 @@ export function rangeText(d: FlagDef): string {
 }
 
 /** Parse the value of an "int" or "number" flag: plain decimal, finite, within [min, max]. */
-export function parseNumberFlag(d: FlagDef, value: string): number {
+function parseNumberFlag(d: FlagDef, value: string): number {
   const isInt = d.type === "int";
   const range = rangeText(d);
   const what = `${isInt ? "a decimal integer" : "a decimal number"}${range ? (range.includes("..") ? ` in ${range}` : ` ${range}`) : ""}`;

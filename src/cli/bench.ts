@@ -8,12 +8,13 @@ import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
 import { strategyNames } from "../cache/registry.ts";
 import { PRESETS, PRESET_NAMES, resolveMethods, type PresetName } from "../bench/protocol.ts";
-import { runBench, type SummaryRow } from "../bench/runner.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, SEED_MAX, THREADS_FLAG, checkOutputDir } from "./common.ts";
-import { MAX_STEPS } from "../schedulers/index.ts";
+import { runBench } from "../bench/runner.ts";
+import type { SummaryRow } from "../bench/results.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, checkOutputDir } from "./common.ts";
+import { SEED_MAX } from "../pipeline/noise.ts";
+import { MAX_STEPS } from "../schedulers/sigmas.ts";
 import { ProgressBar, fmtTime } from "./progress.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   { name: "preset", type: "string", placeholder: PRESET_NAMES.join("|"), doc: "prompt list and seeds (default quick: 2 prompts x 1 seed; full: 32 x 2)" },

@@ -1,7 +1,6 @@
 import { describeStrategies } from "../cache/registry.ts";
-import { helpText, parseArgs } from "./args.ts";
+import { helpText, parseArgs, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, noPositionals } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS = [JSON_FLAG, HELP_FLAG];
 

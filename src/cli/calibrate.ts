@@ -6,12 +6,11 @@ import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
 import { CALIBRATORS, calibrate, calibratorNames, calibratorOptionList, defaultPrompts, findCalibrator } from "../cache/calibrate/index.ts";
 import { parseKnobs } from "../cache/knobs.ts";
-import { MAX_STEPS, SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
-import { validateShift } from "../schedulers/sigmas.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { SAMPLER_NAMES, type SamplerName } from "../schedulers/types.ts";
+import { validateShift, MAX_STEPS } from "../schedulers/sigmas.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, checkOutputDir, checkOutputFile } from "./common.ts";
 import { ProgressBar, fmtTime } from "./progress.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   MODEL_FLAG,

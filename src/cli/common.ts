@@ -11,8 +11,6 @@ export const THREADS_FLAG: FlagDef = {
   name: "threads", type: "int", placeholder: "N", min: 1, max: maxThreads(),
   doc: `onnxruntime intra-op threads, 1..${maxThreads()} (4 x cores; default ${defaultThreads()}: the cores, at most 8)`,
 };
-/** Noise seeds are 32-bit (mulberry32, src/pipeline/noise.ts). */
-export const SEED_MAX = 0xffffffff;
 
 /** Cache options from repeated --cache-opt key=value and/or a JSON --cache-config file. */
 export function cacheOptions(opts: string[] | undefined, configFile: string | undefined): Record<string, unknown> {

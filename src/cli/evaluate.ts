@@ -2,11 +2,11 @@ import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
 import { evaluateModel, evaluationPrompts } from "../bench/model-eval.ts";
 import { loadVocab } from "../data/shapes.ts";
-import { MAX_STEPS } from "../schedulers/index.ts";
-import { helpText, parseArgs } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, SEED_MAX, THREADS_FLAG, checkOutputDir, noPositionals } from "./common.ts";
+import { MAX_STEPS } from "../schedulers/sigmas.ts";
+import { helpText, parseArgs, type Command } from "./args.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, checkOutputDir, noPositionals } from "./common.ts";
+import { SEED_MAX } from "../pipeline/noise.ts";
 import { ProgressBar } from "./progress.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS = [
   MODEL_FLAG,

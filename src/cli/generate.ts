@@ -1,17 +1,18 @@
 import { basename, extname, join, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
 import { loadModel, inspectModel } from "../models/load.ts";
-import { generate } from "../pipeline/pipeline.ts";
+import { generate } from "../pipeline/generate.ts";
 import { makeCache } from "../cache/registry.ts";
-import { MAX_STEPS, SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
-import { validateShift } from "../schedulers/sigmas.ts";
-import { VIDEO_EXTENSIONS, hasFfmpeg, writeVideo } from "../media/index.ts";
+import { SAMPLER_NAMES, type SamplerName } from "../schedulers/types.ts";
+import { validateShift, MAX_STEPS } from "../schedulers/sigmas.ts";
+import { VIDEO_EXTENSIONS, writeVideo } from "../media/write.ts";
+import { hasFfmpeg } from "../media/mp4.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, SEED_MAX, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
+import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
+import { SEED_MAX } from "../pipeline/noise.ts";
 import { ProgressBar } from "./progress.ts";
-import type { Command } from "./main.ts";
 import { readProfile } from "../cache/profiles.ts";
 import type { PlanProfile } from "../cache/strategies/mixcache.ts";
 

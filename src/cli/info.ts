@@ -2,9 +2,8 @@ import { inspectModel } from "../models/load.ts";
 import { stageMacs, stepMacs, promptMacs } from "../models/wan/macs.ts";
 import { dimOf } from "../models/wan/config.ts";
 import { estimateMemory, humanBytes } from "../models/wan/memory.ts";
-import { helpText, parseArgs } from "./args.ts";
+import { helpText, parseArgs, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, humanCount, noPositionals } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS = [MODEL_FLAG, JSON_FLAG, HELP_FLAG];
 

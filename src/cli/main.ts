@@ -15,18 +15,9 @@ import { reportCommand } from "./report.ts";
 import { viewCommand } from "./view.ts";
 import { serveCommand } from "./serve.ts";
 import { workerCommand } from "./worker.ts";
+import type { Command } from "./args.ts";
 
-export interface Command {
-  name: string;
-  summary: string;
-  run(argv: string[]): Promise<number>;
-}
-
-const COMMANDS: Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, planCommand, benchCommand, reportCommand, viewCommand, serveCommand, workerCommand];
-
-export function registerCommand(c: Command): void {
-  COMMANDS.push(c);
-}
+const COMMANDS: readonly Command[] = [generateCommand, infoCommand, cachesCommand, evaluateCommand, calibrateCommand, planCommand, benchCommand, reportCommand, viewCommand, serveCommand, workerCommand];
 
 function usage(): string {
   const rows = COMMANDS.map((c) => `  ${c.name.padEnd(12)} ${c.summary}`).join("\n");

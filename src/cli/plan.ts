@@ -14,12 +14,11 @@ import type { PlanProfile, PlannedSchedule, SpeedChoice } from "../cache/strateg
 import { GRANULARITIES, type Gran } from "../cache/strategies/mixcache-decision.ts";
 import { benchPrompts } from "../bench/protocol.ts";
 import { loadVocab } from "../data/shapes.ts";
-import { MAX_STEPS } from "../schedulers/index.ts";
+import { MAX_STEPS } from "../schedulers/sigmas.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, checkOutputDir, checkOutputFile } from "./common.ts";
 import { ProgressBar, fmtTime } from "./progress.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   MODEL_FLAG,

@@ -8,9 +8,8 @@ import { existsSync } from "node:fs";
 import { join, relative } from "node:path";
 import { UsageError } from "../errors.ts";
 import { RUNTIME_JSON, measureMachine } from "../bench/machine.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, THREADS_FLAG } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   { name: "measure", type: "bool", doc: `when DIR/${RUNTIME_JSON} is missing, measure this machine first (bench/runtime.ts --skip-1.3b, and PyTorch eager if installed)` },

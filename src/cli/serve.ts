@@ -8,9 +8,8 @@
 import { UsageError } from "../errors.ts";
 import { maxThreads } from "../backend/ort.ts";
 import { DEFAULT_BODY_LIMIT, DEFAULT_DATA_DIR, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RATE_LIMIT, redactUrl } from "../serve/defaults.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, checkOutputDir, noPositionals } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const USAGE = "Usage: mixcache serve [--host 127.0.0.1] [--port 8000] [--model NAME|DIR]... [--queue redis://HOST:PORT] [--token TOKEN]";
 
@@ -29,13 +28,13 @@ const FLAGS: FlagDef[] = [
 ];
 
 /** Tokens from --token and MIXCACHE_TOKEN (comma-separated), deduplicated. */
-export function tokensFrom(flags: string[] | undefined, env = process.env.MIXCACHE_TOKEN): string[] {
+function tokensFrom(flags: string[] | undefined, env = process.env.MIXCACHE_TOKEN): string[] {
   const all = [...(flags ?? []), ...(env ?? "").split(",")].map((t) => t.trim()).filter(Boolean);
   return [...new Set(all)];
 }
 
 /** Resolve when SIGINT or SIGTERM arrives (the listeners stay until then). */
-export function untilSignal(): Promise<NodeJS.Signals> {
+function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((done) => {
     const on = (sig: NodeJS.Signals) => {
       process.off("SIGINT", on);

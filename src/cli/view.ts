@@ -7,9 +7,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { UsageError } from "../errors.ts";
 import { startViewer } from "../bench/viewer.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const FLAGS: FlagDef[] = [
   { name: "port", type: "int", placeholder: "N", min: 0, max: 65535, doc: "port on 127.0.0.1 (default 8765; 0 = any free port)" },

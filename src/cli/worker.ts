@@ -7,9 +7,8 @@
 import { UsageError } from "../errors.ts";
 import { maxThreads } from "../backend/ort.ts";
 import { DEFAULT_MAX_REDIS_BYTES, redactUrl } from "../serve/defaults.ts";
-import { helpText, parseArgs, type FlagDef } from "./args.ts";
+import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, checkOutputDir, noPositionals } from "./common.ts";
-import type { Command } from "./main.ts";
 
 const USAGE = "Usage: mixcache worker --queue redis://HOST:PORT [--model NAME|DIR] [--store DIR]";
 

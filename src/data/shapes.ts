@@ -15,7 +15,7 @@ import { MixCacheError } from "../errors.ts";
 export type RGB = readonly [number, number, number];
 
 /** The datasets of data/vocab.json: the top level is "shapes", its "textures" object the other. */
-export const DATASETS = ["shapes", "textures"] as const;
+const DATASETS = ["shapes", "textures"] as const;
 export type DatasetName = (typeof DATASETS)[number];
 
 export interface Vocab {

@@ -32,7 +32,7 @@ interface IoDef {
   shape: Dim[];
 }
 
-export const OPSET = 17;
+const OPSET = 17;
 
 export class Graph {
   private nodes: NodeDef[] = [];

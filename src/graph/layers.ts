@@ -5,7 +5,7 @@
 import { Graph, Value } from "./builder.ts";
 
 /** PyTorch Linear weight [out, in] -> MatMul operand [in, out]. */
-export function transposeWeight(w: Float32Array, out: number, inp: number): Float32Array {
+function transposeWeight(w: Float32Array, out: number, inp: number): Float32Array {
   const t = new Float32Array(w.length);
   for (let o = 0; o < out; o++) {
     const row = o * inp;

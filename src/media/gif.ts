@@ -38,7 +38,7 @@ export interface WriteGifOptions extends GifOptions {
 }
 
 export const DEFAULT_GIF_SCALE = 8;
-export const DEFAULT_FPS = 16;
+const DEFAULT_FPS = 16;
 
 class ByteWriter {
   buf = new Uint8Array(1 << 16);

@@ -25,7 +25,7 @@ export interface Mp4Options {
   ffmpeg?: string;
 }
 
-export const DEFAULT_MP4_SCALE = 8;
+const DEFAULT_MP4_SCALE = 8;
 
 function ffmpegBin(opt?: string): string {
   return opt ?? process.env.MIXCACHE_FFMPEG ?? "ffmpeg";
@@ -54,7 +54,7 @@ export function hasFfmpeg(bin?: string): boolean {
 }
 
 /** Smallest scale >= `scale` giving even output dimensions. */
-export function evenScale(width: number, height: number, scale: number): number {
+function evenScale(width: number, height: number, scale: number): number {
   return (width * scale) % 2 || (height * scale) % 2 ? scale + 1 : scale;
 }
 

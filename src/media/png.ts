@@ -24,7 +24,7 @@ const CRC_TABLE = (() => {
 })();
 
 /** CRC-32 (ISO-HDLC, as PNG uses it). */
-export function crc32(data: Uint8Array, crc = 0): number {
+function crc32(data: Uint8Array, crc = 0): number {
   let c = ~crc >>> 0;
   for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]) & 0xff] ^ (c >>> 8);
   return ~c >>> 0;
@@ -217,7 +217,7 @@ export interface ContactSheetOptions {
   background?: [number, number, number];
 }
 
-export const DEFAULT_SHEET_SCALE = 4;
+const DEFAULT_SHEET_SCALE = 4;
 
 export interface Image {
   rgb: Uint8Array;

@@ -21,6 +21,7 @@
  */
 import { UsageError } from "../errors.ts";
 import type { Attrs, Vocab } from "../data/shapes.ts";
+import { median, select } from "../tensor/stats.ts";
 
 export interface ClipLike {
   data: ArrayLike<number>;
@@ -83,44 +84,6 @@ function dist3(a: readonly number[], b: readonly number[]): number {
   const y = a[1] - b[1];
   const z = a[2] - b[2];
   return Math.sqrt(x * x + y * y + z * z);
-}
-
-/** Partially sort `a` in place so that a[k] is the k-th smallest, a[..k] <= a[k] <= a[k+1..] (quickselect, O(n)). */
-function select(a: Float64Array, k: number): void {
-  let lo = 0;
-  let hi = a.length - 1;
-  while (lo < hi) {
-    const pivot = a[(lo + hi) >> 1];
-    let i = lo;
-    let j = hi;
-    while (i <= j) {
-      while (a[i] < pivot) i++;
-      while (a[j] > pivot) j--;
-      if (i <= j) {
-        const t = a[i];
-        a[i] = a[j];
-        a[j] = t;
-        i++;
-        j--;
-      }
-    }
-    if (k <= j) hi = j;
-    else if (k >= i) lo = i;
-    else return;
-  }
-}
-
-/** Median (mean of the two middle values for even counts); NaN for no values. */
-function median(values: ArrayLike<number>): number {
-  const n = values.length;
-  if (n === 0) return NaN;
-  const a = Float64Array.from(values);
-  const m = n >> 1;
-  select(a, m);
-  if (n % 2) return a[m];
-  let below = -Infinity; // largest of a[..m], all <= a[m]
-  for (let i = 0; i < m; i++) if (a[i] > below) below = a[i];
-  return 0.5 * (below + a[m]);
 }
 
 /** Mean of the k largest values. */

@@ -41,6 +41,7 @@
  * uncached runs / median wall time of the method's runs; efficiency = wall / compute speedup.
  */
 import { UsageError } from "../errors.ts";
+import { median } from "../tensor/stats.ts";
 
 /** Anything with [C, T, H, W] data, e.g. a `Video` from `generate`. */
 export interface ClipData {
@@ -314,14 +315,6 @@ export function compareClips(reference: ClipData, output: ClipData): QualityRepo
 
 // ---------------------------------------------------------------------------------------------
 // Speed
-
-/** Median (mean of the two middle values for an even count); NaN for none. */
-export function median(values: readonly number[]): number {
-  if (values.length === 0) return NaN;
-  const s = [...values].sort((x, y) => x - y);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : 0.5 * (s[m - 1] + s[m]);
-}
 
 /** Mean; NaN for none. */
 export function mean(values: readonly number[]): number {

@@ -80,13 +80,14 @@ import { allCombos, Mulberry32, type Attrs, type Vocab } from "../data/shapes.ts
 import { renderTextured, textureBackground } from "../data/textures.ts";
 import { sampleClip } from "../data/datasets.ts";
 import { NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./adherence.ts";
+import { median } from "../tensor/stats.ts";
 
 export { NO_MOTION, UNKNOWN };
 
 // ---- constants (0..255 pixel units) -----------------------------------------------------------
 
 /** width of the border ring, pixels */
-export const RING = 2;
+const RING = 2;
 /** a ring pixel counts towards a reference (base/detail) colour within this RGB distance */
 const REF_RADIUS = 40;
 /** a pixel is foreground-coloured within this RGB distance of a vocab colour or its shade */
@@ -96,7 +97,7 @@ const FG_MARGIN = 8;
 /** rim pixels within this distance of the background palette count as background */
 const BG_RADIUS = 25;
 /** clips per background class for the prototypes */
-export const PROTO_CLIPS = 20;
+const PROTO_CLIPS = 20;
 /** pure backgrounds per class for the palettes */
 const PALETTE_BACKGROUNDS = 12;
 const PROTO_SEED = 0x7e57;
@@ -219,13 +220,6 @@ function dist3(a: ArrayLike<number>, b: ArrayLike<number>): number {
   const y = a[1] - b[1];
   const z = a[2] - b[2];
   return Math.sqrt(x * x + y * y + z * z);
-}
-
-function medianOf(values: readonly number[]): number {
-  if (values.length === 0) return NaN;
-  const a = [...values].sort((p, q) => p - q);
-  const m = a.length >> 1;
-  return a.length % 2 ? a[m] : 0.5 * (a[m - 1] + a[m]);
 }
 
 function stat(values: readonly number[], floor: number): Stat {
@@ -711,7 +705,7 @@ function edgeStats(px: Pixels, masks: ShapeMasks, cls: ClassProto | null): { are
       if (dPal > BG_RADIUS) trans++;
     }
   }
-  return { area: medianOf(areas), rim: boundary > 0 ? trans / boundary : Infinity };
+  return { area: median(areas), rim: boundary > 0 ? trans / boundary : Infinity };
 }
 
 /** The generator's statistics for this vocabulary (computed once, deterministic, cached). */
@@ -874,7 +868,7 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
   if (framesWithShape < 2) return det;
   det.colour = colours[ci][0];
   det.confidence.colour = vBest > 0 ? Math.max(0, Math.min(1, 1 - vSecond / vBest)) : 0;
-  det.details.area = medianOf(areas);
+  det.details.area = median(areas);
 
   // 3. pattern
   const ps = patternStats(masks, H, W);
@@ -918,10 +912,10 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
 
   // 5. shape from the median features
   const features: ShapeFeatures = {
-    skew: medianOf(feats.map((f) => f.skew)),
-    diagKurtosis: medianOf(feats.map((f) => f.diagKurtosis)),
-    fill: medianOf(feats.map((f) => f.fill)),
-    area: medianOf(feats.map((f) => f.area)),
+    skew: median(feats.map((f) => f.skew)),
+    diagKurtosis: median(feats.map((f) => f.diagKurtosis)),
+    fill: median(feats.map((f) => f.fill)),
+    area: median(feats.map((f) => f.area)),
   };
   det.details.features = features;
   const sh = classifyShape(features, vocab.shapes);

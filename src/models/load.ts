@@ -19,8 +19,9 @@ import { WanModel } from "./wan/model.ts";
 import { checkMemory } from "./wan/memory.ts";
 import { validateModelMeta } from "./meta.ts";
 import { checkThreads } from "../backend/ort.ts";
-import type { LatentShape, TextEmbedding } from "../pipeline/generate.ts";
-import type { SamplerName } from "../schedulers/index.ts";
+import type { LatentShape } from "./types.ts";
+import type { TextEmbedding } from "../text/types.ts";
+import type { SamplerName } from "../schedulers/types.ts";
 
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const DEFAULT_MODEL_DIR = join(PACKAGE_ROOT, "models", "reference");

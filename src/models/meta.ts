@@ -4,7 +4,7 @@
  * inspected, before any weight loads. Fields it does not know are left to their readers.
  */
 import { ConfigError } from "../errors.ts";
-import { SAMPLER_NAMES } from "../schedulers/index.ts";
+import { SAMPLER_NAMES } from "../schedulers/types.ts";
 import { MAX_STEPS } from "../schedulers/sigmas.ts";
 import { parseLatent, type WanConfig } from "./wan/config.ts";
 

@@ -1,215 +1,97 @@
 /**
- * The denoising loop. We own it (ONNX Runtime cannot patch a module's forward at run time), so
- * every seam a cache needs is a plain function call here: step, CFG branch, body, block, module.
- * See hooks.ts for the seam contract and cache/ for the strategies that use it.
+ * The public generation API:
+ *
+ *   const model = await loadModel();              // the embedded reference model
+ *   const r = await generate({ model, prompt: "a large red circle moving right on a black background" });
+ *   r.video     // { data: Float32Array [3, T, H, W] in [-1, 1], channels, frames, height, width }
+ *   r.stats     // executed vs full MACs, computed/reused per level, per-step wall time
+ *   r.cache     // cache stats (peak bytes, tag) and the optional decision trace
  */
-import { ConfigError, MixCacheError } from "../errors.ts";
-import { promptMacs, stageMacs } from "../models/wan/macs.ts";
-import { MODULES, type BlockKV, type GridState, type WanModel } from "../models/wan/model.ts";
-import { makeSampler, type SamplerName } from "../schedulers/index.ts";
-import type { Branch, BranchCtx, Hooks, RunInfo, StepInfo } from "./hooks.ts";
-import { gaussianNoise } from "./noise.ts";
-import { add } from "../tensor/ops.ts";
-import { StatsCollector, type RunStats } from "./stats.ts";
+import { MixCacheError } from "../errors.ts";
+import type { LoadedModel } from "../models/load.ts";
+import { parseLatent } from "../models/wan/config.ts";
+import { checkMemory } from "../models/wan/memory.ts";
+import { makeSampler } from "../schedulers/sampler.ts";
+import type { SamplerName } from "../schedulers/types.ts";
+import type { AttachedCache, CacheStrategy } from "./hooks.ts";
+import { denoise } from "./denoise.ts";
+import { SEED_MAX } from "./noise.ts";
+import type { LatentShape } from "../models/types.ts";
+import type { TextEmbedding } from "../text/types.ts";
+import type { RunStats } from "./stats.ts";
 
-export interface TextEmbedding {
-  /** [S, text_dim] row-major */
-  data: Float32Array;
-  tokens: number;
+export interface GenerateOptions {
+  model: LoadedModel;
+  prompt?: string;
+  /** Precomputed text embedding (models without a text encoder). */
+  textEmbedding?: TextEmbedding;
+  negativePrompt?: string;
+  negativeEmbedding?: TextEmbedding;
+  steps?: number;
+  guidance?: number;
+  shift?: number;
+  seed?: number;
+  sampler?: SamplerName;
+  shape?: LatentShape;
+  cache?: CacheStrategy;
+  onStep?: (done: number, total: number) => void;
 }
 
-export interface LatentShape {
+export interface Video {
+  data: Float32Array;
   channels: number;
   frames: number;
   height: number;
   width: number;
 }
 
-export interface DenoiseOptions {
-  model: WanModel;
-  cond: TextEmbedding;
-  /** Negative prompt embedding for CFG (required when guidance > 1). */
-  uncond?: TextEmbedding;
-  shape: LatentShape;
+export interface GenerateResult {
+  prompt: string;
+  seed: number;
   steps: number;
   guidance: number;
   shift: number;
-  seed: number;
   sampler: SamplerName;
-  hooks?: Hooks;
-  /** Called after every step (progress bars). */
-  onStep?: (done: number, total: number) => void;
-  /** Steps of the uncached run this one is compared with (default: steps). `fewer-steps` runs
-   * fewer sampler steps than the user asked for; compute is accounted against the full count. */
-  fullSteps?: number;
-  /** Use this latent instead of the seeded noise (tests). */
-  initialLatent?: Float32Array;
-}
-
-export interface DenoiseResult {
-  /** Final latent [C, F, H, W]; for the pixel-space reference model this is the video in [-1, 1]. */
-  latent: Float32Array;
+  video: Video;
   stats: RunStats;
+  cache: ReturnType<AttachedCache["report"]> | null;
 }
 
-interface PromptState {
-  S: number;
-  kv: BlockKV[];
-}
-
-async function encodePrompt(model: WanModel, e: TextEmbedding): Promise<PromptState> {
-  if (e.data.length !== e.tokens * model.config.text_dim)
-    throw new ConfigError(`text embedding has ${e.data.length} values, expected tokens x text_dim = ${e.tokens} x ${model.config.text_dim}`);
-  const ctx = await model.text(e.data, e.tokens);
-  const kv: BlockKV[] = [];
-  for (let i = 0; i < model.config.num_layers; i++) kv.push(await model.crossKV(i, ctx, e.tokens));
-  return { S: e.tokens, kv };
-}
-
-/**
- * Stop at the first step whose latent holds NaN or Inf (bad weights, an overflowing guidance), so
- * no black video is written as a success. One read-only pass: a float64 sum of float32 values is
- * finite exactly when every value is (n x 3.4e38 stays far below 1.8e308), so the values and the
- * bit-exactness of cached vs uncached runs are untouched.
- */
-function checkFinite(x: Float32Array, step: StepInfo, guidance: number): void {
-  let sum = 0;
-  for (let j = 0; j < x.length; j++) sum += x[j];
-  if (Number.isFinite(sum)) return;
-  let bad = 0;
-  for (let j = 0; j < x.length; j++) if (!Number.isFinite(x[j])) bad++;
-  throw new MixCacheError(
-    "RUNTIME",
-    `the latent became non-finite at step ${step.index + 1} of ${step.count} (timestep ${step.timestep.toFixed(1)}): ${bad} of ${x.length} values are NaN or Inf; nothing was written`,
-    guidance > 20
-      ? `guidance ${guidance} is far above the usual range (Wan2.1 uses 5): use a moderate --guidance`
-      : "the model's weights or this input produce NaN/Inf: check the checkpoint for NaN/Inf values (re-export it) or try another --guidance / --shift",
-  );
-}
-
-export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
-  const { model, shape } = o;
-  const c = model.config;
-  if (shape.channels !== c.in_channels) throw new ConfigError(`latent has ${shape.channels} channels, the model takes ${c.in_channels}`);
-  if (!(o.guidance >= 1) || !Number.isFinite(o.guidance)) throw new ConfigError(`guidance must be a finite number >= 1, got ${o.guidance}`, "use 1 to disable classifier-free guidance, 5 is the Wan default");
-  const cfg = o.guidance > 1;
-  if (cfg && !o.uncond) throw new ConfigError("guidance > 1 needs a negative (uncond) text embedding");
-  const grid = model.gridFor(shape.frames, shape.height, shape.width);
-  const g: GridState = await model.prepareGrid(grid);
-  const sampler = makeSampler(o.sampler, { steps: o.steps, shift: o.shift });
-  const hooks: Hooks = o.hooks ?? {};
-  const stats = new StatsCollector();
-  const t0 = performance.now();
-
-  const prompts: Partial<Record<Branch, PromptState>> = { cond: await encodePrompt(model, o.cond) };
-  if (cfg) prompts.uncond = await encodePrompt(model, o.uncond!);
-  const S = prompts.cond!.S;
-  const macs = stageMacs(c, g.L, S);
-  const macsUncond = cfg ? stageMacs(c, g.L, prompts.uncond!.S) : macs;
-  const n = shape.channels * shape.frames * shape.height * shape.width;
-  let x = o.initialLatent ? Float32Array.from(o.initialLatent) : gaussianNoise(n, o.seed);
-  if (x.length !== n) throw new ConfigError(`initial latent has ${x.length} values, expected ${n}`);
-
-  const run: RunInfo = {
-    steps: o.steps, shape, cfg, numBlocks: c.num_layers, latentSize: n, hiddenSize: g.L * model.dim,
-    timesteps: sampler.timesteps, sigmas: sampler.sigmas, macs,
-  };
-  hooks.beginRun?.(run);
-
-  const branchMacs = (m: typeof macs) => c.num_layers * (m.sa + m.ca + m.ffn) + m.head;
-  const fullStepMacs = macs.time + macs.patch + branchMacs(macs) + (cfg ? branchMacs(macsUncond) : 0);
-
-  for (let i = 0; i < o.steps; i++) {
-    const step: StepInfo = {
-      index: i, count: o.steps, timestep: sampler.timesteps[i], sigma: sampler.sigmas[i], sigmaNext: sampler.sigmas[i + 1],
-      guidance: o.guidance, cfg,
-    };
-    stats.beginStep(i, step.timestep);
-    hooks.beginStep?.(step, x);
-    const time = await model.time(step.timestep);
-    stats.addMacs(macs.time);
-    // patch embedding does not depend on the prompt: computed lazily once per step, shared by branches
-    let tokens: Float32Array | null = null;
-    const getTokens = async () => {
-      if (!tokens) {
-        tokens = await model.patch(g, x);
-        stats.addMacs(macs.patch);
-      }
-      return tokens;
-    };
-
-    const runBranch = async (branch: Branch, condVelocity?: Float32Array): Promise<Float32Array> => {
-      const ctx: BranchCtx = { step, branch, numBlocks: c.num_layers, latent: x, time, condVelocity };
-      const p = prompts[branch]!;
-      const bm = branch === "cond" ? macs : macsUncond;
-      const moduleCall = (i: number, kind: (typeof MODULES)[number]) => async (h: Float32Array) => {
-        const r = await model.module(kind, i, g, h, time.tproj, p.kv[i], p.S);
-        stats.module(kind, bm[kind]);
-        return r;
-      };
-      const blockCompute = (i: number) => async (h: Float32Array) => {
-        stats.block();
-        for (const kind of MODULES) {
-          const compute = moduleCall(i, kind);
-          const r = hooks.module ? await hooks.module(ctx, i, kind, h, compute) : await compute(h);
-          h = add(h, r); // a new array: h may be held by a cache
-        }
-        return h;
-      };
-      const runBlocks = async (from: number, to: number, h: Float32Array) => {
-        for (let b = from; b < to; b++) {
-          const compute = blockCompute(b);
-          h = hooks.block ? await hooks.block(ctx, b, h, compute) : await compute(h);
-        }
-        return h;
-      };
-      const compute = async () => {
-        stats.branch();
-        const h0 = await getTokens();
-        const hL = hooks.body ? await hooks.body(ctx, h0, runBlocks) : await runBlocks(0, c.num_layers, h0);
-        const v = await model.head(g, hL, time.temb);
-        stats.addMacs(macs.head);
-        return v;
-      };
-      return hooks.branch ? hooks.branch(ctx, compute) : compute();
-    };
-
-    const vc = await runBranch("cond");
-    let v = vc;
-    let vu: Float32Array | null = null;
-    if (cfg) {
-      vu = await runBranch("uncond", vc);
-      // v = v_u + g (v_c - v_u)   [diffusers WanPipeline]
-      v = new Float32Array(n);
-      const gs = o.guidance;
-      for (let j = 0; j < n; j++) v[j] = vu[j] + gs * (vc[j] - vu[j]);
-    }
-    hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
-    x = sampler.step(i, x, v); // a new array: strategies may hold the previous latent
-    checkFinite(x, step, o.guidance);
-    stats.endStep();
-    o.onStep?.(i + 1, o.steps);
+export async function generate(o: GenerateOptions): Promise<GenerateResult> {
+  const m = o.model;
+  const steps = o.steps ?? m.defaults.steps;
+  const guidance = o.guidance ?? m.defaults.guidance;
+  const shift = o.shift ?? m.defaults.shift;
+  const seed = o.seed ?? 0;
+  const sampler = o.sampler ?? m.defaults.sampler;
+  // every option is checked before any work (the seed as src/pipeline/noise.ts takes it)
+  if (!Number.isInteger(seed) || seed < 0 || seed > SEED_MAX) throw new MixCacheError("USAGE", `seed must be an integer in 0..4294967295 (2^32 - 1), got ${seed}`, "pass e.g. seed: 0");
+  if (!(guidance >= 1) || !Number.isFinite(guidance)) throw new MixCacheError("USAGE", `guidance must be a finite number >= 1, got ${guidance}`, "use 1 to disable classifier-free guidance, 5 is the Wan default");
+  makeSampler(sampler, { steps, shift }); // validates the sampler name, steps and shift
+  if (!o.shape && !m.latent) throw new MixCacheError("USAGE", `model ${m.name} declares no latent shape`, "pass shape: { channels, frames, height, width }");
+  const shape = o.shape ? parseLatent(o.shape, m.config, "shape") : m.latent!;
+  if (o.shape) checkMemory(m.config, shape, { loaded: true, model: m.name }); // the model's own size was checked by loadModel
+  if (o.prompt === undefined && !o.textEmbedding) throw new MixCacheError("USAGE", "no prompt given", 'pass a prompt, e.g. "a large red circle moving right on a black background"');
+  if (!m.hasTextEncoder) {
+    if (!o.textEmbedding) throw new MixCacheError("USAGE", `model ${m.name} has no text encoder, so the prompt cannot be encoded: textEmbedding is missing`, "pass textEmbedding: { data: Float32Array [S x text_dim], tokens: S } (the encoder's output for the prompt)");
+    if (guidance > 1 && !o.negativeEmbedding)
+      throw new MixCacheError("USAGE", `guidance ${guidance} > 1 needs a negative prompt embedding, and model ${m.name} has no text encoder to make one: negativeEmbedding is missing`, "pass negativeEmbedding: { data, tokens } (the encoded negative prompt, e.g. the empty one), or guidance: 1 to run without classifier-free guidance");
   }
-  hooks.endRun?.();
-
-  const fullSteps = o.fullSteps ?? o.steps;
-  const macsFull = fullStepMacs * fullSteps;
-  const nb = cfg ? 2 : 1;
-  const total = { branches: fullSteps * nb, blocks: fullSteps * nb * c.num_layers, modules: fullSteps * nb * c.num_layers * 3 };
-  const computed = { branches: stats.branches, blocks: stats.blocks, modules: stats.modules, modulesByKind: { ...stats.byKind } };
-  const result: RunStats = {
-    steps: fullSteps,
-    branchesPerStep: nb,
-    numBlocks: c.num_layers,
-    macsFull,
-    macsExecuted: stats.macs,
-    computeSpeedup: macsFull / Math.max(1, stats.macs),
-    macsPrompt: promptMacs(c, S) + (cfg ? promptMacs(c, prompts.uncond!.S) : 0),
-    computed,
-    total,
-    reused: { branches: total.branches - computed.branches, blocks: total.blocks - computed.blocks, modules: total.modules - computed.modules },
-    perStep: stats.perStep,
-    wallMs: performance.now() - t0,
+  const cond = o.textEmbedding ?? m.encodePrompt(o.prompt!);
+  const uncond = guidance > 1 ? (o.negativeEmbedding ?? m.encodePrompt(o.negativePrompt ?? m.defaults.negativePrompt)) : undefined;
+  // a cache made without a model folder reads this model's calibration profiles
+  const cache = o.cache?.forModel ? o.cache.forModel({ profilesDir: m.profilesDir }) : o.cache;
+  const attached = cache ? cache.attach() : null;
+  const sampled = cache?.stepsOverride ? cache.stepsOverride(steps) : steps;
+  const r = await denoise({
+    model: m.transformer, cond, uncond, shape, steps: sampled, fullSteps: steps, guidance, shift, seed, sampler,
+    hooks: attached?.hooks, onStep: o.onStep,
+  });
+  return {
+    prompt: o.prompt ?? "",
+    seed, steps, guidance, shift, sampler,
+    video: { data: r.latent, ...shape },
+    stats: r.stats,
+    cache: attached ? attached.report() : null,
   };
-  return { latent: x, stats: result };
 }

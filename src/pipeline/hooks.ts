@@ -10,7 +10,7 @@
  *   block:   sa -> ca -> ffn (each module returns its residual; the block adds it)
  */
 import type { ModuleKind, TimeOut } from "../models/wan/model.ts";
-import type { LatentShape } from "./generate.ts";
+import type { LatentShape } from "../models/types.ts";
 import type { StageMacs } from "../models/wan/macs.ts";
 
 export type Branch = "cond" | "uncond";
@@ -53,6 +53,14 @@ export interface BranchCtx {
   condVelocity?: Float32Array;
 }
 
+/** What a step produced, handed to `endStep`: the guided velocity, each branch's, and the step's input latent. */
+export interface StepOutputs {
+  velocity: Float32Array;
+  cond: Float32Array;
+  uncond: Float32Array | null;
+  latent: Float32Array;
+}
+
 /** Run a range of blocks [from, to) on hidden state h (returns a new array). */
 export type BlockRunner = (from: number, to: number, h: Float32Array) => Promise<Float32Array>;
 
@@ -68,6 +76,58 @@ export interface Hooks {
   /** Around one module: h -> residual contribution. */
   module?(ctx: BranchCtx, block: number, kind: ModuleKind, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
   /** After guidance, before the sampler update. */
-  endStep?(step: StepInfo, out: { velocity: Float32Array; cond: Float32Array; uncond: Float32Array | null; latent: Float32Array }): void;
+  endStep?(step: StepInfo, out: StepOutputs): void;
   endRun?(): void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a run attaches through the seams: a cache strategy (implemented in cache/, consumed by
+// generate()). Declared here so the pipeline never imports the layer above it.
+
+export type Granularity = "none" | "step" | "cfg" | "block" | "module" | "hybrid";
+
+export interface TraceRow {
+  step: number;
+  timestep: number;
+  action: string;
+  [field: string]: unknown;
+}
+
+export interface CacheReport {
+  name: string;
+  tag: string;
+  config: Record<string, unknown>;
+  /** Peak bytes of tensors held by the cache during the run. */
+  peakBytes: number;
+  trace: TraceRow[];
+  /** Strategy-specific counters (e.g. skipped steps per branch). */
+  counters: Record<string, number>;
+  warnings: string[];
+}
+
+export interface AttachedCache {
+  hooks: Hooks;
+  report(): CacheReport;
+}
+
+export interface CacheStrategy {
+  readonly name: string;
+  readonly granularity: Granularity;
+  readonly config: Readonly<Record<string, unknown>>;
+  readonly tag: string;
+  /** Steps actually sampled when the strategy changes the schedule (fewer-steps); else undefined. */
+  readonly stepsOverride?: (steps: number) => number;
+  /**
+   * Set when the strategy was made without a model folder (makeCache without profilesDir): the
+   * same strategy and options built for a model's cache_profiles/. generate() calls it with the
+   * model it runs on, so a cache reads that model's calibration instead of none (MixCache impact
+   * factors 1) or another model's (TeaCache's Wan2.1-1.3B coefficients).
+   */
+  readonly forModel?: (env: StrategyEnv) => CacheStrategy;
+  attach(): AttachedCache;
+}
+
+/** What a strategy may read from the model folder (calibration profiles). A loaded model is one. */
+export interface StrategyEnv {
+  profilesDir?: string;
 }

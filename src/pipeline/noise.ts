@@ -5,6 +5,10 @@
  * u1 = (k + 1) / 2^32 for the 32-bit output k (so u1 is in (0, 1]). Same seed, same latent,
  * on every platform.
  */
+
+/** Noise seeds are 32-bit: 0..SEED_MAX (mulberry32 takes a uint32). */
+export const SEED_MAX = 0xffffffff;
+
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
@@ -17,7 +21,7 @@ export function mulberry32(seed: number): () => number {
 }
 
 export function gaussianNoise(n: number, seed: number): Float32Array {
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0 || seed > SEED_MAX) throw new RangeError(`seed must be an integer in [0, 2^32), got ${seed}`);
   const next = mulberry32(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i += 2) {

@@ -6,7 +6,7 @@
  *
  * Stateless: steps may be taken in any order and `reset()` does nothing.
  */
-import type { Sampler } from "./index.ts";
+import type { Sampler } from "./types.ts";
 import { checkStepArgs, eulerFlowGrid } from "./sigmas.ts";
 
 export class EulerSampler implements Sampler {

@@ -8,7 +8,7 @@
 import { ConfigError, UsageError } from "../errors.ts";
 
 /** diffusers' `num_train_timesteps` for Wan2.1 (and SD3/Flux style flow models). */
-export const NUM_TRAIN_TIMESTEPS = 1000;
+const NUM_TRAIN_TIMESTEPS = 1000;
 /** Largest accepted number of sampling steps (one per training timestep). */
 export const MAX_STEPS = 1000;
 
@@ -20,7 +20,7 @@ export interface SigmaGrid {
 }
 
 /** shift_s(σ) = s·σ / (1 + (s−1)·σ), evaluated in float64 in numpy's operation order. */
-export function shiftSigma(sigma: number, shift: number): number {
+function shiftSigma(sigma: number, shift: number): number {
   return (shift * sigma) / (1 + (shift - 1) * sigma);
 }
 
@@ -41,7 +41,7 @@ export function linspace(start: number, stop: number, num: number): Float64Array
 }
 
 /** Throws ConfigError unless steps is an integer in [1, MAX_STEPS]. */
-export function validateSteps(steps: unknown): asserts steps is number {
+function validateSteps(steps: unknown): asserts steps is number {
   if (typeof steps !== "number" || !Number.isInteger(steps) || steps < 1 || steps > MAX_STEPS) {
     throw new ConfigError(
       `sampler steps must be an integer between 1 and ${MAX_STEPS}, got ${JSON.stringify(steps)}`,

@@ -14,7 +14,7 @@
  * Precision: scalar coefficients in float64 from the float32 sigma values; per element, one pass
  * in float64 with m and x̃ rounded to float32 (diffusers keeps them as fp32 tensors).
  */
-import type { Sampler } from "./index.ts";
+import type { Sampler } from "./types.ts";
 import { checkStepArgs, unipcFlowGrid } from "./sigmas.ts";
 import { ConfigError, UsageError } from "../errors.ts";
 

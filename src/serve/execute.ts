@@ -9,7 +9,7 @@
  */
 import { MixCacheError } from "../errors.ts";
 import type { LoadedModel } from "../models/load.ts";
-import { generate } from "../pipeline/pipeline.ts";
+import { generate } from "../pipeline/generate.ts";
 import { makeCache } from "../cache/registry.ts";
 import { encodeVideoSafetensors } from "./output.ts";
 import type { JobSpec } from "./spec.ts";

@@ -46,11 +46,11 @@ export interface RunningServer {
 }
 
 /** Loopback addresses need no token; any other bind address does. */
-export function isLoopback(host: string): boolean {
+function isLoopback(host: string): boolean {
   return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
-export function checkBind(host: string, tokens: readonly string[]): void {
+function checkBind(host: string, tokens: readonly string[]): void {
   if (!isLoopback(host) && tokens.length === 0)
     throw new UsageError(`binding ${host} exposes the API beyond this machine, and no token is set`, "pass --token TOKEN (or set MIXCACHE_TOKEN) so clients must send Authorization: Bearer TOKEN, or bind 127.0.0.1");
   for (const t of tokens)

@@ -3,7 +3,7 @@
  * (src/serve/local.ts: a runner in the server, the job table persisted to a folder) and Redis
  * (src/serve/redis.ts: BullMQ queues consumed by `mixcache worker` processes).
  */
-import { createHash, randomBytes } from "node:crypto";
+import { randomBytes } from "node:crypto";
 import { MixCacheError } from "../errors.ts";
 import type { CacheSummary, JobStats } from "./execute.ts";
 import type { JobSpec } from "./spec.ts";
@@ -91,17 +91,6 @@ export function newJobId(): string {
 }
 
 export const JOB_ID_RE = /^vid_[0-9a-f]{24}$/;
-
-/** JSON with sorted keys, so the same body hashes the same whatever its key order. */
-export function canonicalJson(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
-  if (v && typeof v === "object") return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`).join(",")}}`;
-  return JSON.stringify(v) ?? "null";
-}
-
-export function sha256(s: string): string {
-  return createHash("sha256").update(s).digest("hex");
-}
 
 export function idempotencyMismatch(key: string): ServeError {
   return new ServeError(422, "IDEMPOTENCY_MISMATCH", `Idempotency-Key "${key}" was already used with a different request body`, "send a new Idempotency-Key for a different request, or resend the original body to get the original job");

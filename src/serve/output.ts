@@ -1,5 +1,5 @@
 /**
- * A job's result is one safetensors file: tensor "video" (F32 [3, T, H, W], values in [-1, 1]) and
+ * A job's result is one safetensors file: tensor "video" (F32 [3, T, H, W], values nominally in [-1, 1], not clamped: a few-step run can overshoot) and
  * string metadata (prompt, seed, steps, cache tag, fps, model). It is what workers store (Redis or
  * a shared folder) and what `GET /v1/videos/{id}/content?format=safetensors` returns; GIF, PNG
  * contact sheet and MP4 are rendered from it on request by the same encoders `mixcache generate`
@@ -9,7 +9,10 @@ import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MixCacheError } from "../errors.ts";
-import { DEFAULT_GIF_SCALE, encodeGif, encodePng, hasFfmpeg, renderContactSheet, videoToFrames, writeMp4, type Video } from "../media/index.ts";
+import { hasFfmpeg, writeMp4 } from "../media/mp4.ts";
+import { encodePng, renderContactSheet } from "../media/png.ts";
+import { DEFAULT_GIF_SCALE, encodeGif } from "../media/gif.ts";
+import { videoToFrames, type Video } from "../media/frames.ts";
 
 export const CONTENT_FORMATS = ["gif", "mp4", "png", "safetensors"] as const;
 export type ContentFormat = (typeof CONTENT_FORMATS)[number];
@@ -38,7 +41,7 @@ export function encodeVideoSafetensors(video: Video, metadata: Record<string, st
 }
 
 /** Parse what encodeVideoSafetensors wrote. */
-export function decodeVideoSafetensors(bytes: Uint8Array): { video: Video; metadata: Record<string, string> } {
+function decodeVideoSafetensors(bytes: Uint8Array): { video: Video; metadata: Record<string, string> } {
   const bad = (why: string) => new MixCacheError("IO", `stored result is not a video safetensors file: ${why}`, "the result store is damaged; resubmit the job");
   if (bytes.length < 8) throw bad("too short");
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);

@@ -30,14 +30,12 @@ import { MixCacheError, UsageError } from "../errors.ts";
 import { loadModel, type LoadedModel } from "../models/load.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { JobInterrupted, executeJob, type CacheSummary, type JobStats } from "./execute.ts";
-import {
-  ServeError, TERMINAL, emptyCounts, idempotencyMismatch, jobError, newJobId, sha256,
-  type Backend, type IdempotencyClaim, type JobCounts, type JobError, type JobStatus, type JobView, type SubmitResult,
-} from "./jobs.ts";
+import { ServeError, TERMINAL, emptyCounts, idempotencyMismatch, jobError, newJobId, type Backend, type IdempotencyClaim, type JobCounts, type JobError, type JobStatus, type JobView, type SubmitResult } from "./jobs.ts";
+import { sha256 } from "../util/hash.ts";
 import { describeModel, parseVideoRequest, type JobSpec, type ServedModel } from "./spec.ts";
 import { DEFAULT_MAX_REDIS_BYTES, DEFAULT_RESULT_TTL_S, IDEMPOTENCY_TTL_S, redactUrl } from "./defaults.ts";
 
-export const PREFIX = "mixcache";
+const PREFIX = "mixcache";
 
 const resultKey = (id: string) => `${PREFIX}:result:${id}`;
 const cancelKey = (id: string) => `${PREFIX}:cancel:${id}`;
@@ -47,7 +45,7 @@ export function queueName(modelName: string): string {
   return `video.${modelName.replace(/[^A-Za-z0-9._-]/g, "_")}`;
 }
 
-export function checkQueueUrl(url: string): void {
+function checkQueueUrl(url: string): void {
   let u: URL;
   try {
     u = new URL(url);
@@ -63,7 +61,7 @@ function redisFix(): string {
 }
 
 /** Connect once, strictly (no retries): a refused connection is an IO error with the fix. */
-export async function probeRedis(url: string): Promise<void> {
+async function probeRedis(url: string): Promise<void> {
   const c = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 3000, enableOfflineQueue: false });
   let lastError: Error | null = null;
   c.on("error", (e: Error) => (lastError = e));

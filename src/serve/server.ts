@@ -23,9 +23,10 @@ import fastifySwagger from "@fastify/swagger";
 import fastifyRateLimit from "@fastify/rate-limit";
 import { MixCacheError } from "../errors.ts";
 import { describeStrategies } from "../cache/registry.ts";
-import { hasFfmpeg } from "../media/index.ts";
+import { hasFfmpeg } from "../media/mp4.ts";
 import { CONTENT_FORMATS, CONTENT_TYPES, renderContent, type ContentFormat } from "./output.ts";
-import { JOB_ID_RE, ServeError, TERMINAL, canonicalJson, jobError, sha256, type Backend, type JobView } from "./jobs.ts";
+import { JOB_ID_RE, ServeError, TERMINAL, jobError, type Backend, type JobView } from "./jobs.ts";
+import { canonicalJson, sha256 } from "../util/hash.ts";
 import { DEFAULT_BODY_LIMIT, DEFAULT_RATE_LIMIT } from "./defaults.ts";
 import { VIDEO_REQUEST_SCHEMA, parseVideoRequest, type ServedModel } from "./spec.ts";
 

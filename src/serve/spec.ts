@@ -9,10 +9,10 @@ import { join } from "node:path";
 import { UsageError, closest } from "../errors.ts";
 import { inspectModel, type ModelInfo } from "../models/load.ts";
 import { makeCache, findStrategy } from "../cache/registry.ts";
-import { MAX_STEPS, SAMPLER_NAMES, type SamplerName } from "../schedulers/index.ts";
-import { validateShift } from "../schedulers/sigmas.ts";
+import { SAMPLER_NAMES, type SamplerName } from "../schedulers/types.ts";
+import { validateShift, MAX_STEPS } from "../schedulers/sigmas.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
-import { SEED_MAX } from "../cli/common.ts";
+import { SEED_MAX } from "../pipeline/noise.ts";
 
 /** A model this server or worker accepts requests for. `key` is what requests name it by. */
 export interface ServedModel {
@@ -42,13 +42,13 @@ export interface JobSpec {
   speed: number | null;
 }
 
-export const REQUEST_FIELDS = [
+const REQUEST_FIELDS = [
   "prompt", "negative", "model", "steps", "guidance", "shift", "seed", "size", "frames", "sampler", "cache", "cache_options", "speed",
 ] as const;
 
-export const MAX_PROMPT_CHARS = 2000;
+const MAX_PROMPT_CHARS = 2000;
 /** Largest latent a request may ask for, in patch tokens, as a multiple of the model's default. */
-export const MAX_TOKENS_FACTOR = 4;
+const MAX_TOKENS_FACTOR = 4;
 /** Strategies' knobs that `speed` maps onto. */
 const SPEED_KNOBS = ["target_speedup", "speedup"] as const;
 

@@ -36,7 +36,7 @@ interface BluesteinPlan {
 const radix2Plans = new Map<number, Radix2Plan>();
 const bluesteinPlans = new Map<number, BluesteinPlan>();
 
-export function isPowerOfTwo(n: number): boolean {
+function isPowerOfTwo(n: number): boolean {
   return n > 0 && (n & (n - 1)) === 0;
 }
 

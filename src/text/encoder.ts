@@ -3,7 +3,7 @@
  * zero rows at padding positions (as Wan's zero-padded umT5 output). Mirrors TextEncoder in
  * tools/mixcache_tools/wan.py. Output: [S, text_dim] row-major.
  */
-import type { TextEmbedding } from "../pipeline/generate.ts";
+import type { TextEmbedding } from "./types.ts";
 import { MixCacheError } from "../errors.ts";
 
 export class EmbeddingTextEncoder {

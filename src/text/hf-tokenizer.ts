@@ -19,7 +19,7 @@
  * Known tokenizers.js approximation: the `Precompiled` normalizer (SentencePiece charsmap) is
  * implemented as NFKC plus control-character handling rather than by reading the charsmap.
  */
-import { createHash } from "node:crypto";
+import { sha256 } from "../util/hash.ts";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { Tokenizer } from "@huggingface/tokenizers";
@@ -171,7 +171,7 @@ export class HfTokenizer {
     };
     this.prefixIds = processed.slice(0, at).map(toId);
     this.suffixIds = processed.slice(at + 1).map(toId);
-    this.fingerprint = createHash("sha256").update(JSON.stringify(tokenizerJson)).update("\0").update(JSON.stringify(tokenizerConfig)).digest("hex");
+    this.fingerprint = sha256(`${JSON.stringify(tokenizerJson)}\0${JSON.stringify(tokenizerConfig)}`);
   }
 
   /** Load from a tokenizer/ folder or a tokenizer.json path (tokenizer_config.json beside it is optional). */

@@ -71,7 +71,7 @@ export function isRegisteredTemp(path: string): boolean {
 
 /** Run every registered action now (newest first) and clear the registry. Errors are swallowed:
  * cleanup is best effort and must not stop the other actions or the exit. */
-export function runCleanup(): void {
+function runCleanup(): void {
   const list = [...actions].reverse();
   actions.clear();
   temps.clear();

@@ -6,12 +6,12 @@
  * Weights follow transformers' UMT5 init scales (so activations have realistic magnitudes), with
  * norms near 1 and a larger relative_attention_bias so that every layer's bias visibly matters.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeSafetensors, type WriteDtype } from "../../src/weights/safetensors.ts";
 import { parseUmt5Config, umt5ExpectedShapes, type Umt5Config } from "../../src/models/umt5/config.ts";
 import { randomArray, rng } from "./randomWeights.ts";
+import { tempDir } from "./tmp.ts";
 import { TINY_PIECES, writeUnigramTokenizer } from "./unigramTokenizer.ts";
 
 /** config.json as transformers writes it for UMT5EncoderModel (sizes shrunk). */
@@ -87,7 +87,7 @@ export interface TinyUmt5Options {
 }
 
 /** Write a tiny Wan2.1-style model folder; returns its paths, config and the fp32 weights written. */
-export function writeTinyUmt5(dir: string = mkdtempSync(join(tmpdir(), "mixcache-umt5-")), opts: TinyUmt5Options = {}) {
+export function writeTinyUmt5(dir: string = tempDir("mixcache-umt5-"), opts: TinyUmt5Options = {}) {
   const json = tinyUmt5ConfigJson(opts.config);
   const config = parseUmt5Config(json);
   const weights = tinyUmt5Weights(config, opts.seed ?? 1);

@@ -7,12 +7,12 @@
  * structure (same key set, conv_shortcut only in up_blocks.1.resnets.0, two upsample3d and one
  * upsample2d) with 12x fewer channels.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type WanVaeConfig, decoderShapes, parseWanVaeConfig } from "../../src/models/wan-vae/config.ts";
 import { writeSafetensors } from "../../src/weights/safetensors.ts";
 import { randomArray, rng } from "./randomWeights.ts";
+import { tempDir } from "./tmp.ts";
 
 export const TINY_VAE_CONFIG = {
   _class_name: "AutoencoderKLWan",
@@ -104,7 +104,7 @@ export interface TinyVae {
  * `mutate` may edit the tensors before writing (drop or rename keys for error tests).
  */
 export function writeTinyWanVae(opts: { seed?: number; overrides?: Record<string, unknown>; dir?: string; mutate?: (t: Map<string, { shape: number[]; data: Float32Array }>) => void } = {}): TinyVae {
-  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), "mixcache-vae-"));
+  const dir = opts.dir ?? tempDir("mixcache-vae-");
   const vaeDir = join(dir, "vae");
   mkdirSync(vaeDir, { recursive: true });
   const raw = { ...TINY_VAE_CONFIG, ...(opts.overrides ?? {}) };

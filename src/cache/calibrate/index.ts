@@ -9,14 +9,12 @@ import { UsageError, closest } from "../../errors.ts";
 import type { LoadedModel } from "../../models/load.ts";
 import { allCombos, caption, loadVocab, type Attrs } from "../../data/shapes.ts";
 import { writeFileAtomic } from "../../util/atomic.ts";
-import { knobList, parseKnobs, type KnobDef, type KnobValue } from "../knobs.ts";
+import { knobList, parseKnobs, type KnobConfig, type KnobDef, type KnobValue } from "../knobs.ts";
 import { writeProfile, type ProfileMeta } from "../profiles.ts";
 import type { CalibrationSettings } from "./record.ts";
-import { calibrateTeaCache, summarizeTeaCache, type TeaCacheProxy, type TeaCacheTarget } from "./teacache.ts";
+import { calibrateTeaCache, summarizeTeaCache } from "./teacache.ts";
 import { calibrateMagCache, summarizeMagCache } from "./magcache.ts";
 import { calibrateMixCache, summarizeMixCache } from "./mixcache.ts";
-
-export type { CalibrationSettings } from "./record.ts";
 
 export interface CalibrationResult {
   profile: { meta: ProfileMeta };
@@ -36,7 +34,15 @@ export interface Calibrator {
   run(model: LoadedModel, settings: CalibrationSettings, options: Record<string, KnobValue>): Promise<CalibrationResult>;
 }
 
-const teacacheCalibrator: Calibrator = {
+/** Declare a calibrator: `run` sees its options typed from their definitions (like defineStrategy). */
+function defineCalibrator<const D extends readonly KnobDef[]>(
+  c: Omit<Calibrator, "options" | "run"> & { options: D; run(model: LoadedModel, settings: CalibrationSettings, options: KnobConfig<D>): Promise<CalibrationResult> },
+): Calibrator {
+  // calibrate() hands run() only what parseKnobs made of these same options
+  return { ...c, run: (model, settings, options) => c.run(model, settings, options as KnobConfig<D>) };
+}
+
+const teacacheCalibrator = defineCalibrator({
   name: "teacache",
   summary: "fit TeaCache's degree-4 rescaling polynomial: output rel-L1 against proxy rel-L1 over all steps",
   source: "ali-vilab/TeaCache#2 (np.polyfit(x, y, 4) over all steps of 70 T2V-CompBench prompts)",
@@ -46,12 +52,12 @@ const teacacheCalibrator: Calibrator = {
     { name: "target", type: "enum", default: "velocity", values: ["velocity", "body", "residual"], doc: "y: rel-L1 of the transformer output (velocity, as TeaCache), the body output or the body residual" },
   ],
   async run(model, settings, opts) {
-    const profile = await calibrateTeaCache(model, { ...settings, proxy: opts.proxy as TeaCacheProxy, target: opts.target as TeaCacheTarget });
+    const profile = await calibrateTeaCache(model, { ...settings, proxy: opts.proxy, target: opts.target });
     return { profile, summary: summarizeTeaCache(profile) };
   },
-};
+});
 
-const magcacheCalibrator: Calibrator = {
+const magcacheCalibrator = defineCalibrator({
   name: "magcache",
   summary: "record MagCache's per-step residual magnitude ratios (with token std and cosine distance)",
   source: "Ma et al., NeurIPS 2025 (Zehong-Ma/MagCache: one calibration prompt)",
@@ -61,9 +67,9 @@ const magcacheCalibrator: Calibrator = {
     const profile = await calibrateMagCache(model, settings);
     return { profile, summary: summarizeMagCache(profile) };
   },
-};
+});
 
-const mixcacheCalibrator: Calibrator = {
+const mixcacheCalibrator = defineCalibrator({
   name: "mixcache",
   summary: "impact factors I_t(psi) for step / cfg / block caching by one-step-reuse perturbation (mode=gaussian: the paper's noise), plus per-step change rates",
   source: "MixCache (arXiv 2508.12691) accuracy-impact analysis; design: docs/design/mixcache.md section 4",
@@ -76,10 +82,10 @@ const mixcacheCalibrator: Calibrator = {
     { name: "bn", type: "int", default: 1, min: 0, max: 1000, doc: "back compute blocks of the block granularity (match the strategy)" },
   ],
   async run(model, settings, opts) {
-    const profile = await calibrateMixCache(model, { ...settings, grid: opts.grid as number, mode: opts.mode as "reuse" | "gaussian", eps: opts.eps as number, fn: opts.fn as number, bn: opts.bn as number });
+    const profile = await calibrateMixCache(model, { ...settings, grid: opts.grid, mode: opts.mode, eps: opts.eps, fn: opts.fn, bn: opts.bn });
     return { profile, summary: summarizeMixCache(profile) };
   },
-};
+});
 
 export const CALIBRATORS: Record<string, Calibrator> = {
   teacache: teacacheCalibrator,

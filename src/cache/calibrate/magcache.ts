@@ -33,7 +33,7 @@ export type MagCacheCalibrationOptions = CalibrationSettings;
 type Curves = { cond: number[]; uncond: number[] };
 
 /** Average the per-run magnitude curves of recorded runs. */
-export function magnitudeCurves(records: readonly StepRecord[], steps: number): { ratios: Curves; ratio_std: Curves; cosine_dist: Curves; uncondFromCond: boolean } {
+function magnitudeCurves(records: readonly StepRecord[], steps: number): { ratios: Curves; ratio_std: Curves; cosine_dist: Curves; uncondFromCond: boolean } {
   const acc = (field: "ratio" | "ratioStd" | "cosineDist", first: number, b: Branch): number[] | null => {
     const sum = new Float64Array(steps), cnt = new Float64Array(steps);
     let any = false;

@@ -16,7 +16,7 @@
  */
 import type { LoadedModel } from "../../models/load.ts";
 import type { Branch, Hooks } from "../../pipeline/hooks.ts";
-import { generate } from "../../pipeline/pipeline.ts";
+import { generate } from "../../pipeline/generate.ts";
 import { gaussianNoise } from "../../pipeline/noise.ts";
 import { add, meanAbs, relL1, sub } from "../../tensor/ops.ts";
 import { hooksAsCache } from "../strategy.ts";

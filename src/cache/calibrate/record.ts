@@ -20,12 +20,13 @@
  */
 import { ConfigError, MixCacheError } from "../../errors.ts";
 import type { LoadedModel } from "../../models/load.ts";
-import type { Branch, BranchCtx, Hooks } from "../../pipeline/hooks.ts";
-import type { LatentShape, TextEmbedding } from "../../pipeline/generate.ts";
-import { generate } from "../../pipeline/pipeline.ts";
-import type { SamplerName } from "../../schedulers/index.ts";
+import type { Branch, BranchCtx, Hooks, CacheStrategy } from "../../pipeline/hooks.ts";
+import type { LatentShape } from "../../models/types.ts";
+import type { TextEmbedding } from "../../text/types.ts";
+import { generate } from "../../pipeline/generate.ts";
+import type { SamplerName } from "../../schedulers/types.ts";
 import { sub } from "../../tensor/ops.ts";
-import { CacheStore, hooksAsCache, type CacheStrategy } from "../strategy.ts";
+import { CacheStore, hooksAsCache } from "../strategy.ts";
 
 export interface StepRecord {
   /** Index of the generation within the recorder's life (0-based). */

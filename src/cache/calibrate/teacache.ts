@@ -25,7 +25,7 @@ export type TeaCacheProxy = "temb" | "tproj";
 export type TeaCacheTarget = "velocity" | "body" | "residual";
 
 /** Degree of the rescaling polynomial (TeaCache: 4). */
-export const TEACACHE_DEGREE = 4;
+const TEACACHE_DEGREE = 4;
 
 export interface TeaCacheCalibrationOptions extends CalibrationSettings {
   proxy?: TeaCacheProxy;
@@ -76,7 +76,7 @@ export function fitRescale(x: ArrayLike<number>, y: ArrayLike<number>, deg = TEA
 }
 
 /** The (x, y) pairs of recorded runs: every step after the first, every branch. */
-export function teacachePoints(records: readonly StepRecord[], proxy: TeaCacheProxy, target: TeaCacheTarget): { x: number[]; y: number[]; steps: number[]; dropped: number } {
+function teacachePoints(records: readonly StepRecord[], proxy: TeaCacheProxy, target: TeaCacheTarget): { x: number[]; y: number[]; steps: number[]; dropped: number } {
   const x: number[] = [], y: number[] = [], steps: number[] = [];
   let dropped = 0;
   for (const r of records) {

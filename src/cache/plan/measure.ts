@@ -20,7 +20,7 @@
 import { MixCacheError } from "../../errors.ts";
 import type { LoadedModel } from "../../models/load.ts";
 import type { Branch, Hooks } from "../../pipeline/hooks.ts";
-import { generate } from "../../pipeline/pipeline.ts";
+import { generate } from "../../pipeline/generate.ts";
 import { add, sub } from "../../tensor/ops.ts";
 import { hooksAsCache } from "../strategy.ts";
 import { actionCosts, type Gran } from "../strategies/mixcache-decision.ts";

@@ -15,7 +15,7 @@
  */
 import { MixCacheError } from "../../errors.ts";
 import type { LoadedModel } from "../../models/load.ts";
-import { generate } from "../../pipeline/pipeline.ts";
+import { generate } from "../../pipeline/generate.ts";
 import { makeCache } from "../registry.ts";
 import { GRANULARITIES, type Gran } from "../strategies/mixcache-decision.ts";
 import { LETTER_ACTION, PLAN_LETTER, planCompute, planDp, planSegments } from "./dp.ts";
@@ -27,7 +27,7 @@ import { mse01, propagationGains, psnrOf, recordReference, segKey, segmentErrors
  * model (2 planning prompts, 50 steps) 6% gave 39.6 dB at 2x and 32.3 dB at 3x, 20% gave 35.7 and
  * 25.6 dB (at 3x a 20% warm-up leaves only runs of 6 step-cached steps).
  */
-export const DEFAULT_PLAN_WARMUP = 0.06;
+const DEFAULT_PLAN_WARMUP = 0.06;
 
 export interface PlanOptions {
   model: LoadedModel;
@@ -78,7 +78,7 @@ export interface PlanTables {
 }
 
 /** Step 1: references, segment errors and gains on the planning prompts. */
-export async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
+async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
   const t0 = performance.now();
   const fn = o.fn ?? 1, bn = o.bn ?? 1, maxRun = o.maxRun ?? 6, grid = o.gainGrid ?? 5;
   if (!o.prompts.length || !o.seeds.length) throw new MixCacheError("USAGE", "plan: no planning prompts or seeds", "pass at least one prompt and one seed");
@@ -101,7 +101,7 @@ export async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
 }
 
 /** Mean PSNR of a schedule over the tables' reference runs (real runs). */
-export async function measurePlan(o: PlanOptions, t: PlanTables, plan: string): Promise<number> {
+async function measurePlan(o: PlanOptions, t: PlanTables, plan: string): Promise<number> {
   let s = 0;
   for (const ref of t.refs) {
     const r = await generate({
@@ -114,7 +114,7 @@ export async function measurePlan(o: PlanOptions, t: PlanTables, plan: string): 
 }
 
 /** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference runs. */
-export async function measureCache(o: PlanOptions, t: PlanTables, name: string, options: Record<string, unknown>): Promise<{ psnr: number; speedup: number }> {
+async function measureCache(o: PlanOptions, t: PlanTables, name: string, options: Record<string, unknown>): Promise<{ psnr: number; speedup: number }> {
   let s = 0, sp = 0;
   for (const ref of t.refs) {
     const r = await generate({
@@ -179,7 +179,7 @@ function neighbours(plan: string, grans: readonly Gran[], maxRun: number, warm: 
 }
 
 /** Steps 2 and 3 for one target and granularity set. */
-export async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran): Promise<PlannedResult> {
+async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran): Promise<PlannedResult> {
   const maxRun = o.maxRun ?? 6;
   const warm = Math.max(1, Math.ceil((o.warmup ?? DEFAULT_PLAN_WARMUP) * o.steps));
   const tail = o.tail ?? 1;

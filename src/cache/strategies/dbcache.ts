@@ -20,12 +20,12 @@
  * the steps-computation mask and the important-token / downsampled diff options.
  */
 import { ConfigError } from "../../errors.ts";
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { add, relL1, sub } from "../../tensor/ops.ts";
 
-export const dbcache: StrategyDef = {
+export const dbcache = defineStrategy({
   name: "dbcache",
   granularity: "block",
   summary: "Always run the first Fn and last Bn blocks; skip the middle blocks when the Fn-block residual is close (relative L1) to the one at the last full step, reusing their cached residual (warm-up and skip caps).",
@@ -40,12 +40,12 @@ export const dbcache: StrategyDef = {
   ],
   exact: { threshold: 0 },
   build(config) {
-    const Fn = config.fn as number;
-    const Bn = config.bn as number;
-    const threshold = config.threshold as number;
-    const warmup = config.warmup as number;
-    const maxCached = config.max_cached as number;
-    const maxContinuous = config.max_continuous as number;
+    const Fn = config.fn;
+    const Bn = config.bn;
+    const threshold = config.threshold;
+    const warmup = config.warmup;
+    const maxCached = config.max_cached;
+    const maxContinuous = config.max_continuous;
     let tag = `dbcache-F${Fn}B${Bn}-t${fmt(threshold)}`;
     if (warmup !== 8) tag += `-w${warmup}`;
     if (maxCached >= 0) tag += `-mc${maxCached}`;
@@ -97,4 +97,4 @@ export const dbcache: StrategyDef = {
       },
     };
   },
-};
+});

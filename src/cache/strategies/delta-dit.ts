@@ -17,14 +17,14 @@
  * paper reports at 20 PixArt-α steps (e.g. N=2 with 21 of 28 blocks cached); the boundary 0.5 is
  * ours. All three are **unconfirmed** against the paper's tables.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { add, sub } from "../../tensor/ops.ts";
 
 type Phase = "rear" | "front";
 
-export const deltaDit: StrategyDef = {
+export const deltaDit = defineStrategy({
   name: "delta-dit",
   granularity: "block",
   summary: "Fixed schedule: a full step every N steps; in between, replace the rear block range (early steps) or the front block range (late steps) by its cached deviation (output - input).",
@@ -36,9 +36,9 @@ export const deltaDit: StrategyDef = {
   ],
   exact: { interval: 1 },
   build(config) {
-    const interval = config.interval as number;
-    const boundary = config.boundary as number;
-    const range = config.range as number;
+    const interval = config.interval;
+    const boundary = config.boundary;
+    const range = config.range;
     const tag = `delta-dit-N${interval}-b${fmt(boundary)}-r${fmt(range)}`;
     return {
       name: "delta-dit", granularity: "block", config, tag,
@@ -78,4 +78,4 @@ export const deltaDit: StrategyDef = {
       },
     };
   },
-};
+});

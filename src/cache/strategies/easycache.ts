@@ -16,8 +16,8 @@
  * Reuse: v ~= x_t + (v - x) of the branch's last computed step (order 0 in latent space).
  * The method has no cap on consecutive skips.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { add, meanAbs, sub } from "../../tensor/ops.ts";
 
@@ -28,7 +28,7 @@ function meanAbsDiff(a: Float32Array, b: Float32Array): number {
   return s / Math.max(1, a.length);
 }
 
-export const easycache: StrategyDef = {
+export const easycache = defineStrategy({
   name: "easycache",
   granularity: "step",
   summary: "Skip the whole model call while the change predicted from the runtime transformation rate (output change / input change) accumulates below a threshold; reuse output - input in latent space. Decided on cond, applied to both branches.",
@@ -39,8 +39,8 @@ export const easycache: StrategyDef = {
   ],
   exact: { thresh: 0 },
   build(config) {
-    const thresh = config.thresh as number;
-    const retRatio = config.ret_ratio as number;
+    const thresh = config.thresh;
+    const retRatio = config.ret_ratio;
     const tag = `easycache-t${fmt(thresh)}-r${fmt(retRatio)}`;
     return {
       name: "easycache", granularity: "step", config, tag,
@@ -105,4 +105,4 @@ export const easycache: StrategyDef = {
       },
     };
   },
-};
+});

@@ -38,19 +38,12 @@
  * - Our module seam returns the gated residual, so the extrapolation is of gate x attention.
  * - The FFT runs per channel and frame over (H, W) of the latent shape the loop passes in RunInfo.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
-import { fmt, type KnobValue } from "../knobs.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import { fmt } from "../knobs.ts";
 import { extrapolate } from "../../tensor/ops.ts";
 import { fft2, ifft2, lowFrequencyMask } from "../../tensor/fft.ts";
-import type { BranchCtx, RunInfo } from "../../pipeline/hooks.ts";
-
-export interface LatentDims {
-  channels: number;
-  frames: number;
-  height: number;
-  width: number;
-}
+import type { TraceRow } from "../../pipeline/hooks.ts";
+import type { LatentShape } from "../../models/types.ts";
 
 /** FasterCache attention approximation o_a + w (o_a - o_b). */
 export function fasterCacheExtrapolate(last: Float32Array, prev: Float32Array, w: number): Float32Array {
@@ -58,7 +51,7 @@ export function fasterCacheExtrapolate(last: Float32Array, prev: Float32Array, w
 }
 
 /** Attention decision: approximate at step `index` given the module's last compute step (or -1)? */
-export function attnApproximates(range: number, lo: number, hi: number, index: number, timestep: number, lastAt: number): boolean {
+function attnApproximates(range: number, lo: number, hi: number, index: number, timestep: number, lastAt: number): boolean {
   if (range <= 1 || lastAt < 0) return false;
   if (!(lo < timestep && timestep < hi)) return false;
   if (index % range === 0) return false;
@@ -66,16 +59,16 @@ export function attnApproximates(range: number, lo: number, hi: number, index: n
 }
 
 /** CFG-Cache decision: skip the uncond branch at step `index`? (diffusers FasterCacheDenoiserHook) */
-export function uncondSkips(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
+function uncondSkips(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
   return range > 1 && index > 0 && lo < timestep && timestep < hi && index % range !== 0;
 }
 
-function planes(d: LatentDims): { count: number; H: number; W: number } {
+function planes(d: LatentShape): { count: number; H: number; W: number } {
   return { count: d.channels * d.frames, H: d.height, W: d.width };
 }
 
 /** 2-D spectrum of (a - b) per [H, W] plane of a [C, F, H, W] tensor, as float32 re / im. */
-export function deltaSpectrum(a: Float32Array, b: Float32Array, dims: LatentDims): { re: Float32Array; im: Float32Array } {
+export function deltaSpectrum(a: Float32Array, b: Float32Array, dims: LatentShape): { re: Float32Array; im: Float32Array } {
   const { count, H, W } = planes(dims);
   const P = H * W;
   if (a.length !== count * P || b.length !== a.length) throw new Error(`fastercache: tensor has ${a.length} values, shape ${JSON.stringify(dims)} needs ${count * P}`);
@@ -95,7 +88,7 @@ export function deltaSpectrum(a: Float32Array, b: Float32Array, dims: LatentDims
 }
 
 /** base + real(IFFT(sLow * low band + sHigh * high band)) of a spectrum held per plane. */
-export function addBands(base: Float32Array, re: Float32Array, im: Float32Array, dims: LatentDims, sLow: number, sHigh: number): Float32Array {
+export function addBands(base: Float32Array, re: Float32Array, im: Float32Array, dims: LatentShape, sLow: number, sHigh: number): Float32Array {
   const { count, H, W } = planes(dims);
   const P = H * W;
   const mask = lowFrequencyMask(H, W);
@@ -115,7 +108,7 @@ export function addBands(base: Float32Array, re: Float32Array, im: Float32Array,
 }
 
 /** Low / high bands of x per plane (float64 spectra), the diffusers _split_low_high_freq split. */
-export function splitBands(x: Float32Array, dims: LatentDims): { low: { re: Float64Array; im: Float64Array }; high: { re: Float64Array; im: Float64Array } } {
+export function splitBands(x: Float32Array, dims: LatentShape): { low: { re: Float64Array; im: Float64Array }; high: { re: Float64Array; im: Float64Array } } {
   const { count, H, W } = planes(dims);
   const P = H * W;
   const mask = lowFrequencyMask(H, W);
@@ -145,7 +138,7 @@ const DEFAULTS = {
 } as const;
 
 /** Compact, unique tag: the two ranges, then every other knob that differs from its default. */
-function makeTag(c: Record<string, KnobValue>): string {
+function makeTag(c: Readonly<Record<keyof typeof DEFAULTS, number>>): string {
   let tag = `fastercache-a${c.attn_range}-u${c.uncond_range}`;
   const diff = (k: keyof typeof DEFAULTS) => c[k] !== DEFAULTS[k];
   if (diff("weight")) tag += `-w${fmt(c.weight)}`;
@@ -161,10 +154,10 @@ function makeTag(c: Record<string, KnobValue>): string {
   return tag;
 }
 
-const windowKnob = (name: string, def: number, doc: string) =>
+const windowKnob = <N extends keyof typeof DEFAULTS>(name: N, def: number, doc: string) =>
   ({ name, type: "number" as const, default: def, min: -1, max: 1000, doc, source: "diffusers FasterCacheConfig" });
 
-export const fastercache: StrategyDef = {
+export const fastercache = defineStrategy({
   name: "fastercache",
   granularity: "hybrid",
   summary: "FasterCache: approximate self attention every other step by linear extrapolation of its last two outputs, and skip the uncond CFG branch, rebuilding it from the cond output plus a cached, frequency-split (uncond - cond) delta.",
@@ -186,19 +179,19 @@ export const fastercache: StrategyDef = {
   ],
   exact: { attn_range: 1, uncond_range: 1 },
   build(config) {
-    const c = config as Record<keyof typeof DEFAULTS, number>;
-    const tag = makeTag(config);
+    const c = config;
+    const tag = makeTag(c);
     return {
       name: "fastercache", granularity: "hybrid", config, tag,
       attach() {
         const store = new CacheStore();
         const warnings: string[] = [];
-        let dims: LatentDims | null = null;
+        let dims: LatentShape | null = null;
         const st = perBranch(() => ({ lastAt: new Map<number, number>(), computed: 0, approx: 0, approxTotal: 0 }));
         const cfg = { has: false, sLow: 1, sHigh: 1, skipped: 0, action: "none" as string };
         const trace: TraceRow[] = [];
 
-        const resolveDims = (): LatentDims => {
+        const resolveDims = (): LatentShape => {
           if (!dims) throw new Error("fastercache: beginRun was not called");
           return dims;
         };
@@ -278,4 +271,4 @@ export const fastercache: StrategyDef = {
       },
     };
   },
-};
+});

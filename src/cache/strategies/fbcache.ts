@@ -13,12 +13,12 @@
  * Skip needs distance < threshold strictly (diffusers computes when diff > threshold), so a zero
  * threshold never skips.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { add, relL1, sub } from "../../tensor/ops.ts";
 
-export const fbcache: StrategyDef = {
+export const fbcache = defineStrategy({
   name: "fbcache",
   granularity: "step",
   summary: "Always run block 0; skip blocks 1..L-1 when block 0's residual is close (relative L1) to the one at the last full step, reusing their cached residual.",
@@ -28,7 +28,7 @@ export const fbcache: StrategyDef = {
   ],
   exact: { threshold: 0 },
   build(config) {
-    const threshold = config.threshold as number;
+    const threshold = config.threshold;
     const tag = `fbcache-t${fmt(threshold)}`;
     return {
       name: "fbcache", granularity: "step", config, tag,
@@ -66,4 +66,4 @@ export const fbcache: StrategyDef = {
       },
     };
   },
-};
+});

@@ -13,15 +13,15 @@
  * With every module reused the hidden state becomes h_0 + the sum of the cached residuals, i.e. a
  * step-level residual reuse held as 3L tensors instead of one: that memory cost is what FORA shows.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 
 /** The decision alone: is step `index` a full (refresh) step? */
-export function foraIsFull(interval: number, index: number): boolean {
+function foraIsFull(interval: number, index: number): boolean {
   return index % interval === 0;
 }
 
-export const fora: StrategyDef = {
+export const fora = defineStrategy({
   name: "fora",
   granularity: "module",
   summary: "FORA: every N steps compute all attention and MLP modules and cache their outputs; reuse them for the N - 1 steps in between (static interval).",
@@ -31,7 +31,7 @@ export const fora: StrategyDef = {
   ],
   exact: { interval: 1 },
   build(config) {
-    const N = config.interval as number;
+    const N = config.interval;
     const tag = `fora-N${N}`;
     return {
       name: "fora", granularity: "module", config, tag,
@@ -74,4 +74,4 @@ export const fora: StrategyDef = {
       },
     };
   },
-};
+});

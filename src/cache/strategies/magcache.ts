@@ -22,9 +22,8 @@
  * A warning in the report says so. (The online estimate is a MixCache choice, not MagCache's.)
  * As in the Wan code, the last step is not forced: the cap K bounds every run of skips.
  */
-import type { StrategyDef } from "../registry.ts";
-import type { Branch } from "../../pipeline/hooks.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import type { Branch, TraceRow } from "../../pipeline/hooks.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
 import { add, sub } from "../../tensor/ops.ts";
@@ -76,7 +75,7 @@ function validCurve(x: unknown): x is number[] {
   return Array.isArray(x) && x.length > 0 && x.every((v) => typeof v === "number" && Number.isFinite(v) && v > 0);
 }
 
-export const magcache: StrategyDef = {
+export const magcache = defineStrategy({
   name: "magcache",
   granularity: "step",
   summary: "Skip the transformer body while the error accumulated from calibrated residual magnitude ratios stays below a threshold (at most K steps in a row); reuse the last body residual.",
@@ -88,9 +87,9 @@ export const magcache: StrategyDef = {
   ],
   exact: { threshold: 0 },
   build(config, env) {
-    const threshold = config.threshold as number;
-    const K = config.max_skip as number;
-    const retention = config.retention_ratio as number;
+    const threshold = config.threshold;
+    const K = config.max_skip;
+    const retention = config.retention_ratio;
     const profile = readProfile<MagCacheProfile>(env?.profilesDir, "magcache");
     const buildWarnings: string[] = [];
     let curves: Partial<Record<Branch, number[]>> | null = null;
@@ -164,4 +163,4 @@ export const magcache: StrategyDef = {
       },
     };
   },
-};
+});

@@ -17,12 +17,11 @@
  * (`mixcache calibrate mixcache`, one-step-reuse perturbation by default); without one, I = 1
  * (warning).
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type CacheStrategy, type TraceRow } from "../strategy.ts";
-import { fmt, type KnobValue } from "../knobs.ts";
+import { CacheStore, defineStrategy, perBranch } from "../strategy.ts";
+import { fmt, type KnobConfig } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
 import { add, axpy, relL1, sub } from "../../tensor/ops.ts";
-import type { Branch, RunInfo } from "../../pipeline/hooks.ts";
+import type { BlockRunner, Branch, BranchCtx, CacheReport, CacheStrategy, Hooks, RunInfo, StepInfo, StepOutputs, TraceRow } from "../../pipeline/hooks.ts";
 import { ConfigError } from "../../errors.ts";
 import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
 import { LETTER_ACTION, planSegments } from "../plan/dp.ts";
@@ -75,6 +74,9 @@ const KNOBS = (order: number) => [
   { name: "plan", type: "string", default: "", pattern: /^[FSCB]+$/, patternDoc: "a string of F|S|C|B, one letter per step", doc: "Follow this schedule exactly: F full, S step cache, C CFG cache, B block cache (one letter per step; overrides schedule)." },
 ] as const;
 
+/** MixCache's config, typed from its knobs (parseKnobs makes it). */
+type MixCacheConfig = KnobConfig<ReturnType<typeof KNOBS>>;
+
 /** A stored schedule (cache_profiles/mixcache-plans.json, written by `mixcache plan`). */
 export interface PlannedSchedule {
   steps: number;
@@ -108,20 +110,20 @@ export interface PlanProfile {
 }
 
 /** The stored schedule for `steps` and `target` (hybrid first), or null. */
-export function findPlanned(profile: PlanProfile | null, steps: number, target: number, grans = "step,cfg,block"): PlannedSchedule | null {
+function findPlanned(profile: PlanProfile | null, steps: number, target: number, grans = "step,cfg,block"): PlannedSchedule | null {
   if (!profile) return null;
   const c = profile.schedules.filter((s) => s.steps === steps && s.grans === grans && Math.abs(s.target - target) < 1e-6);
   return c[0] ?? null;
 }
 
-function tagOf(name: string, c: Record<string, KnobValue>, budget: number): string {
+function tagOf(c: MixCacheConfig, budget: number): string {
   let t = c.order === 1 ? "mixcache+" : "mixcache";
-  if (c.plan) return `${t}-plan-${planDigest(c.plan as string)}-F${c.fn}B${c.bn}`;
+  if (c.plan) return `${t}-plan-${planDigest(c.plan)}-F${c.fn}B${c.bn}`;
   if (c.schedule === "planned") {
-    const tgt = (c.target_speedup as number) > 0 ? (c.target_speedup as number) : PRESETS[c.preset as string].target;
+    const tgt = c.target_speedup > 0 ? c.target_speedup : PRESETS[c.preset].target;
     return `${t}-planned-x${fmt(tgt)}${c.only !== "all" ? `-only${c.only}` : ""}`;
   }
-  t += (c.target_speedup as number) > 0 ? `-x${fmt(c.target_speedup)}` : c.budget === -1 ? `-${c.preset}` : `-b${fmt(budget)}`;
+  t += c.target_speedup > 0 ? `-x${fmt(c.target_speedup)}` : c.budget === -1 ? `-${c.preset}` : `-b${fmt(budget)}`;
   t += `-F${c.fn}B${c.bn}`;
   if (c.order === 1 && c.extrapolation !== 0.5) t += `-a${fmt(c.extrapolation)}`;
   const abl: string[] = [];
@@ -134,7 +136,6 @@ function tagOf(name: string, c: Record<string, KnobValue>, budget: number): stri
   if (!c.probe) abl.push("noprobe");
   if (c.choose === "error") abl.push("argminP");
   if (abl.length) t += "-" + abl.join("-");
-  void name;
   return t;
 }
 
@@ -163,279 +164,351 @@ interface BranchCache {
   newProbe?: Float32Array;
 }
 
-function build(name: string, config: Record<string, KnobValue>, profilesDir?: string): CacheStrategy {
-  const c = config;
-  const preset = PRESETS[c.preset as string];
-  const budget = c.budget === -1 ? preset.budget : (c.budget as number);
+/** What build() resolves once per strategy; every generation (attach) starts a MixCacheRun from it. */
+interface Settings {
+  name: string;
+  tag: string;
+  c: MixCacheConfig;
+  /** base error budget E (the preset's when budget = -1) */
+  budget: number;
+  /** compute speedup the budget controller steers to; 0 = fixed budget */
+  target: number;
+  allowed: readonly Gran[];
+  profile: MixCacheProfile | null;
+  planProfile: PlanProfile | null;
+}
+
+/**
+ * The state of one generation (fresh per attach). The hooks are its methods: beginRun sizes the
+ * run, beginStep decides the step's action (mixcache-decision.ts), branch/body apply it, endStep
+ * commits a cached step or refreshes every cache after a full one.
+ */
+class MixCacheRun {
+  private readonly store = new CacheStore();
+  private readonly warnings: string[] = [];
+  private readonly trace: TraceRow[] = [];
+  private readonly br = perBranch<BranchCache>(() => ({}));
+  private run!: RunInfo;
+  private Fn = 0;
+  private Bn = 0;
+  private L = 0;
+  private I: Record<Gran, number[]> = { step: [], cfg: [], block: [] };
+  private trigger: Trigger;
+  private cost: Record<Action, number> = { full: 1, step: 1, cfg: 1, block: 1 };
+  private readonly sched: Scheduler;
+  // global caches and bookkeeping
+  private lastFull = -1;
+  private prevFull = -1;
+  private rates: Partial<Record<Gran, number>> = {};
+  private lastCached: Gran | null = null;
+  private lastUsed: Gran | null = null; // granularity used since the last full step (for the interval)
+  // this step: its action, its error P and the signals it was chosen on
+  private action: Action = "full";
+  private P = 0;
+  private D: Partial<Record<Gran, number>> = {};
+  private Pall: Partial<Record<Gran, number>> = {};
+  private vetoed = false;
+  private warmupSteps = 1;
+  // target speedup: the budget is scaled online so executed compute tracks the target
+  private budgetNow: number;
+  private spent = 0;
+  private readonly counters = { full: 0, step: 0, cfg: 0, block: 0, probeVetoes: 0 };
+  // a followed schedule (plan=... or schedule=planned), resolved at beginRun
+  private planActions: Action[] | null = null;
+  private planFallbacks = 0;
+
+  constructor(private readonly s: Settings) {
+    const c = s.c;
+    if (!s.profile && c.impact && !c.plan && c.schedule !== "planned") this.warnings.push("no MixCache calibration profile for this model: impact factors I = 1 (quality is lower; run `mixcache calibrate mixcache`)");
+    this.trigger = new Trigger({ minWarmup: 1, tau: c.trigger_tau, patience: c.trigger_patience });
+    this.sched = new Scheduler({
+      budget: s.budget, maxInterval: c.max_interval, intervalCap: c.interval_cap,
+      delta1: c.delta1, delta2: c.delta2, adaptiveInterval: c.adaptive,
+    });
+    this.budgetNow = s.budget;
+  }
+
+  hooks(): Hooks {
+    return {
+      beginRun: (r) => this.beginRun(r),
+      beginStep: (step) => this.beginStep(step),
+      branch: (ctx, compute) => this.branch(ctx, compute),
+      body: (ctx, h0, runBlocks) => this.body(ctx, h0, runBlocks),
+      endStep: (step, out) => this.endStep(step, out),
+    };
+  }
+
+  report(): CacheReport {
+    const { name, tag, c } = this.s;
+    const { planActions, planFallbacks } = this;
+    return {
+      name, tag, config: c, peakBytes: this.store.peak, trace: this.trace,
+      counters: { ...this.counters, triggeredAt: this.trigger.firedAt, ...(planActions ? { planFallbacks } : {}) },
+      warnings: planFallbacks ? [...this.warnings, `${planFallbacks} planned cached steps ran full (their cache did not exist yet, or the model has no CFG branch)`] : this.warnings,
+    };
+  }
+
+  /** Order-0 reuse returns x; order 1 extrapolates from the previous full step's value. */
+  private extrap(x: Float32Array, prev: Float32Array | undefined, index: number): Float32Array {
+    if (this.s.c.order === 0 || !prev || this.prevFull < 0) return x;
+    const k = (this.s.c.extrapolation * (index - this.lastFull)) / Math.max(1, this.lastFull - this.prevFull);
+    return axpy(x, k, sub(x, prev));
+  }
+
+  private beginRun(r: RunInfo): void {
+    const { c, profile, allowed } = this.s;
+    this.run = r;
+    const L = (this.L = r.numBlocks);
+    const Fn = (this.Fn = c.fn);
+    const Bn = (this.Bn = c.bn);
+    if (Fn + Bn >= L && allowed.includes("block") && c.only === "block")
+      throw new ConfigError(`mixcache: fn + bn = ${Fn + Bn} leaves no middle block in a ${L}-block model`, `choose fn + bn < ${L}`);
+    this.warmupSteps = Math.max(1, Math.ceil(c.warmup * r.steps));
+    this.trigger = new Trigger({ minWarmup: this.warmupSteps, tau: c.trigger_tau, patience: c.trigger_patience });
+    this.cost = actionCosts(r.macs, L, Fn, Bn, r.cfg);
+    const one = new Array(r.steps).fill(1);
+    this.I = profile && c.impact
+      ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
+      : { step: one, cfg: one, block: one };
+    this.planActions = null;
+    const plan = c.plan || (c.schedule === "planned" ? this.plannedSchedule(r.steps) : "");
+    if (plan) {
+      if (plan.length !== r.steps)
+        throw new ConfigError(`mixcache plan has ${plan.length} letters but the run has ${r.steps} steps`, `give one letter per step (F S C B), or run ${plan.length} steps`);
+      this.planActions = [...plan].map((ch) => LETTER_ACTION[ch]);
+    }
+  }
+
+  /** schedule=planned: the stored schedule for this step count and speed (ConfigError when none). */
+  private plannedSchedule(steps: number): string {
+    const { c, target, planProfile } = this.s;
+    const want = target > 0 ? target : 2;
+    const grans = c.only === "all" ? "step,cfg,block" : c.only;
+    const found = findPlanned(planProfile, steps, want, grans);
+    if (!found) {
+      const have = planProfile ? planProfile.schedules.filter((x) => x.grans === grans).map((x) => `${x.steps} steps x${x.target}`).join(", ") || "none" : "no mixcache-plans.json";
+      throw new ConfigError(`mixcache schedule=planned: no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned for ${steps} steps at ${want}x for this model (stored: ${have})`,
+        `run \`mixcache plan --steps ${steps} --targets ${want}\` for this model, or use schedule=online`);
+    }
+    return found.plan;
+  }
+
+  private beginStep(step: StepInfo): void {
+    const { c, budget, target, allowed } = this.s;
+    const { br, store, run, cost, I, Fn, Bn, L } = this;
+    const i = step.index;
+    this.action = "full";
+    this.P = 0;
+    this.D = {};
+    this.Pall = {};
+    this.vetoed = false;
+    if (this.planActions) {
+      // follow the schedule; a cached letter whose cache does not exist yet runs full
+      const want = this.planActions[i];
+      if (want !== "full") {
+        const ok = this.lastFull >= 0 && (want === "step" ? !!br.cond.R : want === "cfg" ? run.cfg && store.has("G") : !!br.cond.M && Fn + Bn < L);
+        if (ok) this.action = want;
+        else this.planFallbacks++;
+      }
+      return;
+    }
+    let intervalLimit = this.sched.maxInterval;
+    let affordFull = false;
+    if (target > 0) {
+      // target speedup: remaining compute allowance per remaining step, in full-step units.
+      // Ahead of plan (every remaining step can be full) -> compute; behind -> raise the
+      // budget exponentially and let runs of cached steps reach interval_cap.
+      const allowance = (step.count / target - this.spent) / Math.max(1, step.count - i);
+      affordFull = allowance >= 1;
+      this.budgetNow = Math.max(0, budget) * Math.pow(2, 8 * (1 / target - allowance));
+      if (allowance < 1 / target) intervalLimit = c.interval_cap;
+    }
+    const inTail = i >= step.count - c.tail;
+    const enabled = this.budgetNow > 0 && !affordFull && this.lastFull >= 0 && !inTail && (c.trigger ? this.trigger.fired : i >= this.warmupSteps);
+    if (enabled) {
+      const D = this.D;
+      const rates = this.rates;
+      const age = i - this.lastFull;
+      const haveCfg = run.cfg && store.has("G");
+      if (rates.step !== undefined && br.cond.R) D.step = rates.step * age;
+      if (haveCfg && rates.cfg !== undefined) D.cfg = rates.cfg * age;
+      if (rates.block !== undefined && br.cond.M && Fn + Bn < L) D.block = rates.block * age;
+      const saved = c.choose === "efficiency" ? { step: 1 - cost.step, cfg: 1 - cost.cfg, block: 1 - cost.block } : undefined;
+      const choice = chooseGranularity({ D, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, lastCached: this.lastCached, penalty: c.penalty, allowed, saved });
+      this.Pall = choice.P;
+      if (choice.gran && this.sched.admits(choice.P[choice.gran]!, this.budgetNow, intervalLimit)) {
+        this.action = choice.gran;
+        this.P = choice.P[choice.gran]!;
+      }
+    }
+    this.vetoed = false;
+  }
+
+  private async branch(ctx: BranchCtx, compute: () => Promise<Float32Array>): Promise<Float32Array> {
+    if (this.action === "cfg" && ctx.branch === "uncond") {
+      const G = this.store.get("G")!;
+      return add(ctx.condVelocity!, this.extrap(G, this.store.get("Gprev"), ctx.step.index));
+    }
+    return compute();
+  }
+
+  private async body(ctx: BranchCtx, h0: Float32Array, runBlocks: BlockRunner): Promise<Float32Array> {
+    const c = this.s.c;
+    const { Fn, Bn, L } = this;
+    const b = this.br[ctx.branch];
+    const i = ctx.step.index;
+    if (this.action === "step") return add(h0, this.extrap(b.R!, b.Rprev, i));
+    const hF = await runBlocks(0, Fn, h0);
+    if (this.action === "block" && c.probe && !this.planActions && Fn > 0 && b.probe && ctx.branch === "cond") {
+      // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
+      // for the middle, this becomes a full step (both branches) that refreshes every cache
+      const probe = relL1(hF, b.probe);
+      const pBlock = Math.max(this.D.block ?? 0, probe) * this.I.block[i] * (this.lastCached === "block" ? c.penalty : 1);
+      if (!this.sched.admits(pBlock, this.budgetNow, Infinity)) {
+        this.action = "full";
+        this.vetoed = true;
+        this.counters.probeVetoes++;
+      }
+    }
+    if (this.action === "block") return runBlocks(L - Bn, L, add(hF, this.extrap(b.M!, b.Mprev, i)));
+    const hB = await runBlocks(Fn, L - Bn, hF);
+    const hL = await runBlocks(L - Bn, L, hB);
+    if (this.action === "full") {
+      // keep what every cache needs; committed in endStep
+      b.newR = sub(hL, h0);
+      b.newM = sub(hB, hF);
+      b.newProbe = hF;
+    }
+    return hL; // cond branch of a cfg step, or a full step
+  }
+
+  private endStep(step: StepInfo, out: StepOutputs): void {
+    const c = this.s.c;
+    const { I, action } = this;
+    const i = step.index;
+    const row: TraceRow = {
+      step: i, timestep: step.timestep, action, triggered: c.trigger ? this.trigger.fired : i >= this.warmupSteps,
+      D: { ...this.D }, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, P: { ...this.Pall }, E: this.sched.E, interval: this.sched.maxInterval,
+      budget: this.budgetNow, vetoed: this.vetoed,
+    };
+    if (action === "step" || action === "cfg" || action === "block") {
+      this.sched.commitCached(this.P);
+      this.lastCached = action;
+      this.lastUsed = action;
+      this.counters[action]++;
+      this.spent += this.cost[action];
+    } else {
+      const { dev, change } = this.refresh(i, out);
+      row.dev = dev;
+      row.outputChange = change;
+    }
+    this.trace.push(row);
+  }
+
+  /**
+   * After a full step: refresh every cache; rates = rel change between the last two full steps,
+   * per step; the deviation of the last used cache (adaptive interval); the trigger's signal.
+   */
+  private refresh(i: number, out: StepOutputs): { dev: number | null; change: number } {
+    const { br, store } = this;
+    const order = this.s.c.order;
+    let dev: number | null = null;
+    this.counters.full++;
+    this.spent += 1;
+    const gap = this.lastFull >= 0 ? i - this.lastFull : 1;
+    const newG = out.uncond ? sub(out.uncond, out.cond) : null;
+    const rel2 = (k: "R" | "M") => {
+      let s = 0, n = 0;
+      for (const b of ["cond", "uncond"] as Branch[]) {
+        const x = br[b];
+        const nw = k === "R" ? x.newR : x.newM;
+        const old = k === "R" ? x.R : x.M;
+        if (nw && old) { s += relL1(nw, old); n++; }
+      }
+      return n ? s / n : undefined;
+    };
+    const rR = rel2("R"), rM = rel2("M");
+    const oldG = store.get("G");
+    const rG = newG && oldG ? relL1(newG, oldG) : undefined;
+    // deviation of the last used cache's prediction from the fresh value (adaptive interval)
+    const lastUsed = this.lastUsed;
+    if (lastUsed) {
+      if (lastUsed === "cfg" && newG && oldG) dev = relL1(this.extrap(oldG, store.get("Gprev"), i), newG);
+      else if (lastUsed === "step" && br.cond.R && br.cond.newR) dev = relL1(this.extrap(br.cond.R, br.cond.Rprev, i), br.cond.newR);
+      else if (lastUsed === "block" && br.cond.M && br.cond.newM) dev = relL1(this.extrap(br.cond.M, br.cond.Mprev, i), br.cond.newM);
+    }
+    if (rR !== undefined) this.rates.step = rR / gap;
+    if (rG !== undefined) this.rates.cfg = rG / gap;
+    if (rM !== undefined) this.rates.block = rM / gap;
+    for (const b of ["cond", "uncond"] as Branch[]) {
+      const x = br[b];
+      if (!x.newR) continue;
+      if (order === 1 && x.R) { x.Rprev = x.R; x.Mprev = x.M; store.set(`Rprev.${b}`, x.R); store.set(`Mprev.${b}`, x.M!); }
+      x.R = x.newR; x.M = x.newM; x.probe = x.newProbe;
+      store.set(`R.${b}`, x.R); store.set(`M.${b}`, x.M!); store.set(`probe.${b}`, x.probe!);
+      x.newR = x.newM = x.newProbe = undefined;
+    }
+    if (newG) {
+      if (order === 1 && oldG) store.set("Gprev", oldG);
+      store.set("G", newG);
+    }
+    // trigger on the output change between consecutive full steps
+    const prevV = store.get("v");
+    const change = prevV && this.lastFull === i - 1 ? relL1(out.velocity, prevV) : NaN;
+    if (prevV || i === 0) this.trigger.observe(i, change);
+    store.set("v", out.velocity);
+    this.prevFull = this.lastFull;
+    this.lastFull = i;
+    this.sched.commitFull(dev);
+    this.lastCached = null;
+    this.lastUsed = null;
+    return { dev, change };
+  }
+}
+
+function build(name: string, c: MixCacheConfig, profilesDir?: string): CacheStrategy {
+  const preset = PRESETS[c.preset];
+  const budget = c.budget === -1 ? preset.budget : c.budget;
   const profile = readProfile<MixCacheProfile>(profilesDir, "mixcache");
-  const tag = tagOf(name, c, budget);
-  const order = c.order as number;
-  const a = c.extrapolation as number;
-  const allowed: readonly Gran[] = c.only === "all" ? GRANULARITIES : [c.only as Gran];
+  const tag = tagOf(c, budget);
+  const allowed: readonly Gran[] = c.only === "all" ? GRANULARITIES : [c.only];
   const planProfile = c.plan === "" && c.schedule === "planned" ? readProfile<PlanProfile>(profilesDir, "mixcache-plans") : null;
   if (c.plan === "" && c.schedule === "planned" && profilesDir !== undefined) {
     // built for a model folder: refuse now (before any run) when it holds no schedule for this speed
-    const want = (c.target_speedup as number) > 0 ? (c.target_speedup as number) : PRESETS[c.preset as string].target;
-    const grans = c.only === "all" ? "step,cfg,block" : (c.only as string);
+    const want = c.target_speedup > 0 ? c.target_speedup : PRESETS[c.preset].target;
+    const grans = c.only === "all" ? "step,cfg,block" : c.only;
     if (!planProfile?.schedules.some((x) => x.grans === grans && Math.abs(x.target - want) < 1e-6))
       throw new ConfigError(`mixcache schedule=planned: this model has no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned at ${want}x (${profilesDir}/mixcache-plans.json)`,
         `run \`mixcache plan --targets ${want} --save\` for this model, or use schedule=online`);
   }
-  if (c.plan !== "") planSegments(c.plan as string); // mixed granularities inside one run are refused here
+  if (c.plan !== "") planSegments(c.plan); // mixed granularities inside one run are refused here
+  const target = c.target_speedup > 0 ? c.target_speedup : c.budget === -1 ? preset.target : 0;
+  const settings: Settings = { name, tag, c, budget, target, allowed, profile, planProfile };
   return {
-    name, granularity: "hybrid", config, tag,
+    name, granularity: "hybrid", config: c, tag,
     attach() {
-      const store = new CacheStore();
-      const warnings: string[] = [];
-      if (!profile && c.impact && !c.plan && c.schedule !== "planned") warnings.push("no MixCache calibration profile for this model: impact factors I = 1 (quality is lower; run `mixcache calibrate mixcache`)");
-      const trace: TraceRow[] = [];
-      const br = perBranch<BranchCache>(() => ({}));
-      let run: RunInfo;
-      let Fn = 0, Bn = 0, L = 0;
-      let I: Record<Gran, number[]> = { step: [], cfg: [], block: [] };
-      let trigger = new Trigger({ minWarmup: 1, tau: c.trigger_tau as number, patience: c.trigger_patience as number });
-      let cost: Record<Action, number> = { full: 1, step: 1, cfg: 1, block: 1 };
-      const sched = new Scheduler({
-        budget, maxInterval: c.max_interval as number, intervalCap: c.interval_cap as number,
-        delta1: c.delta1 as number, delta2: c.delta2 as number, adaptiveInterval: c.adaptive as boolean,
-      });
-      // global caches and bookkeeping
-      let lastFull = -1, prevFull = -1;
-      let rates: Partial<Record<Gran, number>> = {};
-      let lastCached: Gran | null = null;
-      let lastUsed: Gran | null = null; // granularity used since the last full step (for the interval)
-      let action: Action = "full";
-      let P = 0;
-      let D: Partial<Record<Gran, number>> = {};
-      let Pall: Partial<Record<Gran, number>> = {};
-      let warmupSteps = 1;
-      // target speedup: the budget is scaled online so executed compute tracks the target
-      const target = (c.target_speedup as number) > 0 ? (c.target_speedup as number) : c.budget === -1 ? preset.target : 0;
-      let budgetNow = budget;
-      let spent = 0;
-      const counters = { full: 0, step: 0, cfg: 0, block: 0, probeVetoes: 0 };
-      let vetoed = false;
-      // a followed schedule (plan=... or schedule=planned), resolved at beginRun
-      let planActions: Action[] | null = null;
-      let planFallbacks = 0;
-
-      const extrap = (x: Float32Array, prev: Float32Array | undefined, index: number): Float32Array => {
-        if (order === 0 || !prev || prevFull < 0) return x;
-        const k = (a * (index - lastFull)) / Math.max(1, lastFull - prevFull);
-        return axpy(x, k, sub(x, prev));
-      };
-
-      return {
-        hooks: {
-          beginRun(r) {
-            run = r;
-            L = r.numBlocks;
-            Fn = c.fn as number;
-            Bn = c.bn as number;
-            if (Fn + Bn >= L && allowed.includes("block") && c.only === "block")
-              throw new ConfigError(`mixcache: fn + bn = ${Fn + Bn} leaves no middle block in a ${L}-block model`, `choose fn + bn < ${L}`);
-            warmupSteps = Math.max(1, Math.ceil((c.warmup as number) * r.steps));
-            trigger = new Trigger({ minWarmup: warmupSteps, tau: c.trigger_tau as number, patience: c.trigger_patience as number });
-            cost = actionCosts(r.macs, L, Fn, Bn, r.cfg);
-            const one = new Array(r.steps).fill(1);
-            I = profile && c.impact
-              ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
-              : { step: one, cfg: one, block: one };
-            planActions = null;
-            let plan = c.plan as string;
-            if (!plan && c.schedule === "planned") {
-              const want = target > 0 ? target : 2;
-              const grans = c.only === "all" ? "step,cfg,block" : (c.only as string);
-              const found = findPlanned(planProfile, r.steps, want, grans);
-              if (!found) {
-                const have = planProfile ? planProfile.schedules.filter((x) => x.grans === grans).map((x) => `${x.steps} steps x${x.target}`).join(", ") || "none" : "no mixcache-plans.json";
-                throw new ConfigError(`mixcache schedule=planned: no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned for ${r.steps} steps at ${want}x for this model (stored: ${have})`,
-                  `run \`mixcache plan --steps ${r.steps} --targets ${want}\` for this model, or use schedule=online`);
-              }
-              plan = found.plan;
-            }
-            if (plan) {
-              if (plan.length !== r.steps)
-                throw new ConfigError(`mixcache plan has ${plan.length} letters but the run has ${r.steps} steps`, `give one letter per step (F S C B), or run ${plan.length} steps`);
-              planActions = [...plan].map((ch) => LETTER_ACTION[ch]);
-            }
-          },
-          beginStep(step) {
-            const i = step.index;
-            action = "full";
-            P = 0;
-            D = {};
-            Pall = {};
-            vetoed = false;
-            if (planActions) {
-              // follow the schedule; a cached letter whose cache does not exist yet runs full
-              const want = planActions[i];
-              if (want !== "full") {
-                const ok = lastFull >= 0 && (want === "step" ? !!br.cond.R : want === "cfg" ? run.cfg && store.has("G") : !!br.cond.M && Fn + Bn < L);
-                if (ok) action = want;
-                else planFallbacks++;
-              }
-              return;
-            }
-            let intervalLimit = sched.maxInterval;
-            let affordFull = false;
-            if (target > 0) {
-              // target speedup: remaining compute allowance per remaining step, in full-step units.
-              // Ahead of plan (every remaining step can be full) -> compute; behind -> raise the
-              // budget exponentially and let runs of cached steps reach interval_cap.
-              const allowance = (step.count / target - spent) / Math.max(1, step.count - i);
-              affordFull = allowance >= 1;
-              budgetNow = Math.max(0, budget) * Math.pow(2, 8 * (1 / target - allowance));
-              if (allowance < 1 / target) intervalLimit = c.interval_cap as number;
-            }
-            const inTail = i >= step.count - (c.tail as number);
-            const enabled = budgetNow > 0 && !affordFull && lastFull >= 0 && !inTail && (c.trigger ? trigger.fired : i >= warmupSteps);
-            if (enabled) {
-              const age = i - lastFull;
-              const haveCfg = run.cfg && store.has("G");
-              if (rates.step !== undefined && br.cond.R) D.step = rates.step * age;
-              if (haveCfg && rates.cfg !== undefined) D.cfg = rates.cfg * age;
-              if (rates.block !== undefined && br.cond.M && Fn + Bn < L) D.block = rates.block * age;
-              const saved = c.choose === "efficiency" ? { step: 1 - cost.step, cfg: 1 - cost.cfg, block: 1 - cost.block } : undefined;
-              const choice = chooseGranularity({ D, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, lastCached, penalty: c.penalty as number, allowed, saved });
-              Pall = choice.P;
-              if (choice.gran && sched.admits(choice.P[choice.gran]!, budgetNow, intervalLimit)) {
-                action = choice.gran;
-                P = choice.P[choice.gran]!;
-              }
-            }
-            vetoed = false;
-          },
-          async branch(ctx, compute) {
-            if (action === "cfg" && ctx.branch === "uncond") {
-              const G = store.get("G")!;
-              return add(ctx.condVelocity!, extrap(G, store.get("Gprev"), ctx.step.index));
-            }
-            return compute();
-          },
-          async body(ctx, h0, runBlocks) {
-            const b = br[ctx.branch];
-            const i = ctx.step.index;
-            if (action === "step") return add(h0, extrap(b.R!, b.Rprev, i));
-            const hF = await runBlocks(0, Fn, h0);
-            if (action === "block" && c.probe && !planActions && Fn > 0 && b.probe && ctx.branch === "cond") {
-              // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
-              // for the middle, this becomes a full step (both branches) that refreshes every cache
-              const probe = relL1(hF, b.probe);
-              const pBlock = Math.max(D.block ?? 0, probe) * I.block[i] * (lastCached === "block" ? (c.penalty as number) : 1);
-              if (!sched.admits(pBlock, budgetNow, Infinity)) {
-                action = "full";
-                vetoed = true;
-                counters.probeVetoes++;
-              }
-            }
-            if (action === "block") return runBlocks(L - Bn, L, add(hF, extrap(b.M!, b.Mprev, i)));
-            const hB = await runBlocks(Fn, L - Bn, hF);
-            const hL = await runBlocks(L - Bn, L, hB);
-            if (action === "full") {
-              // keep what every cache needs; committed in endStep
-              b.newR = sub(hL, h0);
-              b.newM = sub(hB, hF);
-              b.newProbe = hF;
-            }
-            return hL; // cond branch of a cfg step, or a full step
-          },
-          endStep(step, out) {
-            const i = step.index;
-            let dev: number | null = null;
-            const row: TraceRow = {
-              step: i, timestep: step.timestep, action, triggered: c.trigger ? trigger.fired : i >= warmupSteps,
-              D: { ...D }, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, P: { ...Pall }, E: sched.E, interval: sched.maxInterval,
-              budget: budgetNow, vetoed,
-            };
-            if (action === "step" || action === "cfg" || action === "block") {
-              sched.commitCached(P);
-              lastCached = action;
-              lastUsed = action;
-              counters[action]++;
-              spent += cost[action];
-            } else {
-              counters.full++;
-              spent += 1;
-              // refresh every cache; rates = rel change between the last two full steps per step
-              const gap = lastFull >= 0 ? i - lastFull : 1;
-              const newG = out.uncond ? sub(out.uncond, out.cond) : null;
-              const rel2 = (k: "R" | "M") => {
-                let s = 0, n = 0;
-                for (const b of ["cond", "uncond"] as Branch[]) {
-                  const x = br[b];
-                  const nw = k === "R" ? x.newR : x.newM;
-                  const old = k === "R" ? x.R : x.M;
-                  if (nw && old) { s += relL1(nw, old); n++; }
-                }
-                return n ? s / n : undefined;
-              };
-              const rR = rel2("R"), rM = rel2("M");
-              const oldG = store.get("G");
-              const rG = newG && oldG ? relL1(newG, oldG) : undefined;
-              // deviation of the last used cache's prediction from the fresh value (adaptive interval)
-              if (lastUsed) {
-                if (lastUsed === "cfg" && newG && oldG) dev = relL1(extrap(oldG, store.get("Gprev"), i), newG);
-                else if (lastUsed === "step" && br.cond.R && br.cond.newR) dev = relL1(extrap(br.cond.R, br.cond.Rprev, i), br.cond.newR);
-                else if (lastUsed === "block" && br.cond.M && br.cond.newM) dev = relL1(extrap(br.cond.M, br.cond.Mprev, i), br.cond.newM);
-              }
-              if (rR !== undefined) rates.step = rR / gap;
-              if (rG !== undefined) rates.cfg = rG / gap;
-              if (rM !== undefined) rates.block = rM / gap;
-              for (const b of ["cond", "uncond"] as Branch[]) {
-                const x = br[b];
-                if (!x.newR) continue;
-                if (order === 1 && x.R) { x.Rprev = x.R; x.Mprev = x.M; store.set(`Rprev.${b}`, x.R); store.set(`Mprev.${b}`, x.M!); }
-                x.R = x.newR; x.M = x.newM; x.probe = x.newProbe;
-                store.set(`R.${b}`, x.R); store.set(`M.${b}`, x.M!); store.set(`probe.${b}`, x.probe!);
-                x.newR = x.newM = x.newProbe = undefined;
-              }
-              if (newG) {
-                if (order === 1 && oldG) store.set("Gprev", oldG);
-                store.set("G", newG);
-              }
-              // trigger on the output change between consecutive full steps
-              const prevV = store.get("v");
-              const change = prevV && lastFull === i - 1 ? relL1(out.velocity, prevV) : NaN;
-              if (prevV || i === 0) trigger.observe(i, change);
-              store.set("v", out.velocity);
-              prevFull = lastFull;
-              lastFull = i;
-              sched.commitFull(dev);
-              lastCached = null;
-              lastUsed = null;
-              row.dev = dev;
-              row.outputChange = change;
-            }
-            trace.push(row);
-          },
-        },
-        report: () => ({
-          name, tag, config, peakBytes: store.peak, trace,
-          counters: { ...counters, triggeredAt: trigger.firedAt, ...(planActions ? { planFallbacks } : {}) },
-          warnings: planFallbacks ? [...warnings, `${planFallbacks} planned cached steps ran full (their cache did not exist yet, or the model has no CFG branch)`] : warnings,
-        }),
-      };
+      const run = new MixCacheRun(settings);
+      return { hooks: run.hooks(), report: () => run.report() };
     },
   };
 }
 
-export const mixcache: StrategyDef = {
+export const mixcache = defineStrategy({
   name: "mixcache",
   granularity: "hybrid",
   summary: "MixCache: a context-aware trigger, then per step the step / CFG / block cache with the least D x I per saved compute (choose=error: least D x I) with a repeat penalty, under an accumulated error budget and an adaptive interval.",
   source: "Wei et al., arXiv 2508.12691 (MixCache); design: docs/design/mixcache.md",
-  knobs: KNOBS(0) as unknown as StrategyDef["knobs"],
+  knobs: KNOBS(0),
   exact: { budget: 0 },
   build: (config, env) => build("mixcache", config, env?.profilesDir),
-};
+});
 
-export const mixcachePlus: StrategyDef = {
+export const mixcachePlus = defineStrategy({
   name: "mixcache-plus",
   granularity: "hybrid",
   summary: "MixCache+ : MixCache with first-order extrapolated reuse of every cache (our improvement).",
   source: "MixCache (arXiv 2508.12691) + first-order reuse as in ScalingCache / TaylorSeer",
-  knobs: KNOBS(1) as unknown as StrategyDef["knobs"],
+  knobs: KNOBS(1),
   exact: { budget: 0 },
   build: (config, env) => build("mixcache-plus", config, env?.profilesDir),
-};
+});

@@ -1,5 +1,5 @@
 /** Module-level caches (attention / FFN outputs) and CFG-branch caches. */
-import type { StrategyDef } from "../registry.ts";
+import type { StrategyDef } from "../strategy.ts";
 import { pab } from "./pab.ts";
 import { fastercache } from "./fastercache.ts";
 import { taylorseer } from "./taylorseer.ts";

@@ -1,7 +1,7 @@
 /** `none`: the uncached reference. Attaches no hooks; every call is computed. */
-import type { StrategyDef } from "../registry.ts";
+import { defineStrategy } from "../strategy.ts";
 
-export const none: StrategyDef = {
+export const none = defineStrategy({
   name: "none",
   granularity: "none",
   summary: "No caching: every step, branch, block and module is computed (the reference output).",
@@ -14,4 +14,4 @@ export const none: StrategyDef = {
       attach: () => ({ hooks: {}, report: () => ({ name: "none", tag: "none", config, peakBytes: 0, trace: [], counters: {}, warnings: [] }) }),
     };
   },
-};
+});

@@ -25,20 +25,20 @@
  *   broadcast reuses the gate of the step it was computed at; diffusers caches the attention output
  *   before the block applies the current gate.
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import type { ModuleKind } from "../../models/wan/model.ts";
 
 /** When is module `kind` broadcast (reused) at step `index`, timestep t? The decision alone. */
-export function pabBroadcasts(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
+function pabBroadcasts(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
   if (range <= 1) return false;
   if (!(lo < timestep && timestep < hi)) return false;
   // diffusers: should_compute = iteration > 0 and iteration % range == 0
   return !(index > 0 && index % range === 0);
 }
 
-export const pab: StrategyDef = {
+export const pab = defineStrategy({
   name: "pab",
   granularity: "module",
   summary: "Pyramid Attention Broadcast: inside a timestep window, recompute self attention every r_sa steps and cross attention every r_ca steps (r_ca > r_sa); in between, reuse the last attention output.",
@@ -52,8 +52,8 @@ export const pab: StrategyDef = {
   ],
   exact: { sa_range: 1, ca_range: 1, ffn_range: 1 },
   build(config) {
-    const range: Record<ModuleKind, number> = { sa: config.sa_range as number, ca: config.ca_range as number, ffn: config.ffn_range as number };
-    const lo = config.t_lo as number, hi = config.t_hi as number;
+    const range: Record<ModuleKind, number> = { sa: config.sa_range, ca: config.ca_range, ffn: config.ffn_range };
+    const lo = config.t_lo, hi = config.t_hi;
     let tag = `pab-s${range.sa}c${range.ca}${range.ffn > 1 ? `f${range.ffn}` : ""}`;
     if (lo !== 100 || hi !== 800) tag += `-t${fmt(lo)}-${fmt(hi)}`;
     return {
@@ -98,4 +98,4 @@ export const pab: StrategyDef = {
       },
     };
   },
-};
+});

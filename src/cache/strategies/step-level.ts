@@ -1,5 +1,5 @@
 /** Step- and block-range caches (residual reuse over the transformer body or the whole call). */
-import type { StrategyDef } from "../registry.ts";
+import type { StrategyDef } from "../strategy.ts";
 import { magcache } from "./magcache.ts";
 import { easycache } from "./easycache.ts";
 import { fbcache } from "./fbcache.ts";

@@ -24,12 +24,12 @@
  *   forecasts the module output and re-applies the current step's gate in the block.
  * - `modules=attn` reproduces diffusers' default hooking (attention modules only: sa, ca).
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import type { ModuleKind } from "../../models/wan/model.ts";
 
 /** The decision alone: is step `index` a full step, given the last full step (or -1)? */
-export function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
+function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
   return index < warmup || lastFull < 0 || index - lastFull >= interval;
 }
 
@@ -66,7 +66,7 @@ export function taylorPredict(factors: Float32Array[], d: number): Float32Array 
   return out;
 }
 
-export const taylorseer: StrategyDef = {
+export const taylorseer = defineStrategy({
   name: "taylorseer",
   granularity: "module",
   summary: "TaylorSeer: full compute every N steps storing each module's output and its finite-difference derivatives; in between, forecast every module output with a Taylor expansion of order O.",
@@ -79,9 +79,9 @@ export const taylorseer: StrategyDef = {
   ],
   exact: { interval: 1 },
   build(config) {
-    const N = config.interval as number;
-    const O = config.order as number;
-    const warmup = config.warmup as number;
+    const N = config.interval;
+    const O = config.order;
+    const warmup = config.warmup;
     const onlyAttn = config.modules === "attn";
     const hooked = (k: ModuleKind) => !onlyAttn || k !== "ffn";
     let tag = `taylorseer-N${N}-O${O}`;
@@ -154,4 +154,4 @@ export const taylorseer: StrategyDef = {
       },
     };
   },
-};
+});

@@ -13,8 +13,8 @@
  * Deviation: the rescaled distance is clamped at 0 (a fitted polynomial can dip below 0 for tiny
  * inputs, which would let a zero threshold skip; a distance cannot be negative).
  */
-import type { StrategyDef } from "../registry.ts";
-import { CacheStore, perBranch, type TraceRow } from "../strategy.ts";
+import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
+import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
 import { add, relL1, sub } from "../../tensor/ops.ts";
@@ -29,9 +29,9 @@ export interface TeaCacheProfile {
 }
 
 /** Wan2.1 T2V 1.3B, non-ret mode (proxy temb), from TeaCache4Wan2.1/teacache_generate.py. */
-export const WAN13B_COEFFICIENTS = [2.39676752e3, -1.31110545e3, 2.01331979e2, -8.29855975, 1.37887774e-1];
+const WAN13B_COEFFICIENTS = [2.39676752e3, -1.31110545e3, 2.01331979e2, -8.29855975, 1.37887774e-1];
 
-export const teacache: StrategyDef = {
+export const teacache = defineStrategy({
   name: "teacache",
   granularity: "step",
   summary: "Skip the transformer body while the accumulated, polynomially rescaled change of the timestep-modulated input stays below a threshold; reuse the last body residual.",
@@ -44,8 +44,8 @@ export const teacache: StrategyDef = {
   ],
   exact: { threshold: 0 },
   build(config, env) {
-    const threshold = config.threshold as number;
-    const proxyName = config.proxy as "temb" | "tproj";
+    const threshold = config.threshold;
+    const proxyName = config.proxy;
     const profile = readProfile<TeaCacheProfile>(env?.profilesDir, "teacache");
     const warnings: string[] = [];
     let coef = WAN13B_COEFFICIENTS;
@@ -68,7 +68,7 @@ export const teacache: StrategyDef = {
               let skip = false;
               let dist = 0;
               const prev = store.get(`proxy.${ctx.branch}`);
-              if (prev && index >= (config.warmup as number) && index < count - (config.tail as number) && store.has(key)) {
+              if (prev && index >= config.warmup && index < count - config.tail && store.has(key)) {
                 dist = Math.max(0, polyval(coef, relL1(proxy, prev)));
                 s.acc += dist;
                 skip = s.acc < threshold;
@@ -90,4 +90,4 @@ export const teacache: StrategyDef = {
       },
     };
   },
-};
+});

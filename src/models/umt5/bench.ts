@@ -37,7 +37,7 @@ function fillUniform(out: Float32Array, seed: number, std: number, mean = 0): Fl
 }
 
 /** Random umT5 weights made on demand, deterministic per key (transformers' init scales). */
-export class RandomUmt5Source implements Umt5WeightSource {
+class RandomUmt5Source implements Umt5WeightSource {
   readonly path: string;
   private readonly shapes: Map<string, number[]>;
   constructor(readonly config: Umt5Config, readonly seed = 0) {

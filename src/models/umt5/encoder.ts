@@ -15,7 +15,7 @@
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import { join } from "node:path";
-import { createHash } from "node:crypto";
+import { sha256 } from "../../util/hash.ts";
 import { StageSession, type BackendOptions, type Feed } from "../../backend/ort.ts";
 import { MixCacheError, WeightsError } from "../../errors.ts";
 import { EMBED_ALIAS, EMBED_KEY, Umt5Config, readUmt5Config, relativePositionBuckets, umt5ExpectedShapes } from "./config.ts";
@@ -67,7 +67,7 @@ export interface ForwardOptions {
 
 /** Validate a weight source against the config: every key with its shape; the embedding may be
  * stored under shared.weight or encoder.embed_tokens.weight; decoder.* / lm_head.* are ignored. */
-export function validateUmt5Weights(c: Umt5Config, src: Umt5WeightSource): { embedKey: string } {
+function validateUmt5Weights(c: Umt5Config, src: Umt5WeightSource): { embedKey: string } {
   const expected = umt5ExpectedShapes(c);
   const embedKey = src.has(EMBED_KEY) ? EMBED_KEY : src.has(EMBED_ALIAS) ? EMBED_ALIAS : EMBED_KEY;
   const missing: string[] = [];
@@ -136,7 +136,7 @@ export class Umt5Encoder {
     if (!this.fp) {
       const c = this.config;
       const cfg = JSON.stringify([c.vocab_size, c.d_model, c.d_kv, c.d_ff, c.num_layers, c.num_heads, c.relative_attention_num_buckets, c.relative_attention_max_distance, c.feed_forward_proj, c.layer_norm_epsilon]);
-      this.fp = createHash("sha256").update("umt5-encoder/1\0").update(cfg).update("\0").update(this.source.fingerprint()).digest("hex");
+      this.fp = sha256(`umt5-encoder/1\0${cfg}\0${this.source.fingerprint()}`);
     }
     return this.fp;
   }

@@ -25,15 +25,15 @@ import { FINAL_NORM_KEY, Umt5Config, innerDim, layerKeys } from "./config.ts";
 export type WeightGetter = (key: string) => Float32Array;
 
 /** torch.finfo(torch.float32).min, the additive mask of padded keys. */
-export const F32_MIN = -3.4028234663852886e38;
+const F32_MIN = -3.4028234663852886e38;
 
 /** x [S, in] -> x W^T [S, out] for a PyTorch-layout weight W [out, in] (no copy of W). */
-export function linearT(g: Graph, x: Value, key: string, w: Float32Array, out: number, inp: number): Value {
+function linearT(g: Graph, x: Value, key: string, w: Float32Array, out: number, inp: number): Value {
   return g.op1("Gemm", [x, g.weight(key, w, [out, inp])], { transB: 1 });
 }
 
 /** UMT5LayerSelfAttention: x + SelfAttention(layer_norm(x)). */
-export function attentionLayer(g: Graph, c: Umt5Config, w: WeightGetter, i: number, x: Value, buckets: Value, mask: Value): Value {
+function attentionLayer(g: Graph, c: Umt5Config, w: WeightGetter, i: number, x: Value, buckets: Value, mask: Value): Value {
   const k = layerKeys(i);
   const D = c.d_model, H = c.num_heads, dk = c.d_kv, I = innerDim(c);
   const h = rmsNorm(g, x, k.attnNorm.replace(/\.weight$/, ""), w(k.attnNorm), c.layer_norm_epsilon);
@@ -53,7 +53,7 @@ export function attentionLayer(g: Graph, c: Umt5Config, w: WeightGetter, i: numb
 }
 
 /** UMT5LayerFF with UMT5DenseGatedActDense: x + wo(gelu_new(wi_0 h) * wi_1 h), h = layer_norm(x). */
-export function feedForwardLayer(g: Graph, c: Umt5Config, w: WeightGetter, i: number, x: Value): Value {
+function feedForwardLayer(g: Graph, c: Umt5Config, w: WeightGetter, i: number, x: Value): Value {
   const k = layerKeys(i);
   const D = c.d_model, F = c.d_ff;
   const h = rmsNorm(g, x, k.ffnNorm.replace(/\.weight$/, ""), w(k.ffnNorm), c.layer_norm_epsilon);

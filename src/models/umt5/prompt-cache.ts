@@ -6,7 +6,7 @@
  * The header repeats the whole key, so a hash collision or a foreign file is a miss, never a
  * wrong embedding; an unreadable or truncated file is a miss too (and gets rewritten).
  */
-import { createHash } from "node:crypto";
+import { sha256 } from "../../util/hash.ts";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomic } from "../../util/atomic.ts";
@@ -32,7 +32,7 @@ export class PromptEmbeddingCache {
   constructor(readonly dir: string) {}
 
   pathFor(key: PromptKey): string {
-    const h = createHash("sha256").update(JSON.stringify([VERSION, key.encoder, key.tokenizer, key.maxLength, key.prompt])).digest("hex");
+    const h = sha256(JSON.stringify([VERSION, key.encoder, key.tokenizer, key.maxLength, key.prompt]));
     return join(this.dir, `${h}.emb`);
   }
 

@@ -12,7 +12,7 @@
 import { join } from "node:path";
 import { ConfigError } from "../../errors.ts";
 import { HfTokenizer, WAN_MAX_SEQUENCE_LENGTH, type PaddedEncoding } from "../../text/hf-tokenizer.ts";
-import type { TextEmbedding } from "../../pipeline/generate.ts";
+import type { TextEmbedding } from "../../text/types.ts";
 import { Umt5Encoder, type Umt5EncoderOptions, type ForwardOptions } from "./encoder.ts";
 import { PromptEmbeddingCache } from "./prompt-cache.ts";
 
@@ -38,7 +38,7 @@ export interface WanPromptEmbedding extends TextEmbedding {
 }
 
 /** Check that every id the tokenizer can produce has an embedding row. */
-export function checkVocabulary(tokenizer: HfTokenizer, encoder: Umt5Encoder): void {
+function checkVocabulary(tokenizer: HfTokenizer, encoder: Umt5Encoder): void {
   const V = encoder.config.vocab_size;
   if (tokenizer.vocabSize > V)
     throw new ConfigError(

@@ -34,11 +34,11 @@ export interface WanVaeConfig {
 }
 
 /** diffusers AutoencoderKLWan.__init__ defaults (the released Wan2.1 VAE uses exactly these). */
-export const WAN21_VAE_LATENTS_MEAN = [
+const WAN21_VAE_LATENTS_MEAN = [
   -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508, 0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497,
   0.2503, -0.2921,
 ];
-export const WAN21_VAE_LATENTS_STD = [
+const WAN21_VAE_LATENTS_STD = [
   2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743, 3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251,
   1.916,
 ];
@@ -60,7 +60,7 @@ const DEFAULTS: WanVaeConfig = {
 
 /** Fields of newer diffusers configs that only matter for the Wan2.2 VAE; checked, not stored. */
 const EXTRA_FIELDS = ["is_residual", "patch_size", "scale_factor_temporal", "scale_factor_spatial"] as const;
-export const WAN_VAE_FIELDS: string[] = [...Object.keys(DEFAULTS), ...EXTRA_FIELDS];
+const WAN_VAE_FIELDS: string[] = [...Object.keys(DEFAULTS), ...EXTRA_FIELDS];
 
 const FIX = "use the vae/config.json of a diffusers Wan2.1 checkpoint (AutoencoderKLWan)";
 

@@ -382,7 +382,7 @@ function clampInto(src: Float32Array, dst: Float32Array, offset: number): void {
  * The VAE folder of a model: `<dir>/vae` when it holds a config.json, else `<dir>` itself when its
  * config.json is an AutoencoderKLWan config.
  */
-export function resolveVaeDir(dir: string): string {
+function resolveVaeDir(dir: string): string {
   const root = resolve(dir);
   if (existsSync(join(root, "vae", "config.json"))) return join(root, "vae");
   if (existsSync(join(root, "config.json"))) return root;

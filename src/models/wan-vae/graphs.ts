@@ -31,8 +31,8 @@ export interface CacheIo {
   output: string;
 }
 
-export const cacheInputName = (key: string): string => `cache:${key}`;
-export const cacheOutputName = (key: string): string => `cache_out:${key}`;
+const cacheInputName = (key: string): string => `cache:${key}`;
+const cacheOutputName = (key: string): string => `cache_out:${key}`;
 
 /** Shape dims for a tensor at spatial level l (symbolic H, W per level). */
 const hw = (level: number): [string, string] => [`H${level}`, `W${level}`];

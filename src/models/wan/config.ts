@@ -41,14 +41,14 @@ const DEFAULTS: Omit<WanConfig, never> = {
 /** Fields diffusers writes that the T2V path does not use; accepted only with their T2V values. */
 const T2V_NULL_FIELDS = ["image_dim", "added_kv_proj_dim", "pos_embed_seq_len"] as const;
 
-export const WAN_FIELDS = [...Object.keys(DEFAULTS), ...T2V_NULL_FIELDS];
+const WAN_FIELDS = [...Object.keys(DEFAULTS), ...T2V_NULL_FIELDS];
 
 /**
  * Upper bounds of the integer fields: generous over the largest Wan2.1 (14B: 40 layers, 40 heads x
  * 128, ffn 13824, text_dim 4096, freq_dim 256, in/out channels 16, 36 for I2V, patch [1, 2, 2]),
  * so that a corrupt config (num_layers 1e9) is an error and not an allocation that never ends.
  */
-export const WAN_MAX: Readonly<Record<string, number>> = {
+const WAN_MAX: Readonly<Record<string, number>> = {
   num_attention_heads: 256,
   attention_head_dim: 1024,
   in_channels: 256,
@@ -133,7 +133,7 @@ export const dimOf = (c: WanConfig): number => c.num_attention_heads * c.attenti
 
 /** Bounds of a clip's latent size (mixcache.json "latent", the API's shape): Wan2.1 at 720p x 81
  * frames is a 16 x 21 x 90 x 160 latent. */
-export const LATENT_MAX = { frames: 1024, height: 4096, width: 4096 } as const;
+const LATENT_MAX = { frames: 1024, height: 4096, width: 4096 } as const;
 
 /**
  * Validate a latent size { channels, frames, height, width } against a config: integers (JSON
@@ -161,12 +161,6 @@ export function parseLatent(raw: unknown, c: WanConfig, source = "latent"): { ch
     if (v / p > c.rope_max_seq_len) throw new ConfigError(`${source}: ${k} ${v} gives ${v / p} patches, above rope_max_seq_len ${c.rope_max_seq_len}`, `use at most ${p * c.rope_max_seq_len}`);
   });
   return { channels: o.channels as number, frames: o.frames as number, height: o.height as number, width: o.width as number };
-}
-
-/** RoPE split of the head dim into (t, h, w) parts: d_h - 4*floor(d_h/6), 2*floor(d_h/6), 2*floor(d_h/6). */
-export function ropeSplit(c: WanConfig): [number, number, number] {
-  const dhw = 2 * Math.floor(c.attention_head_dim / 6);
-  return [c.attention_head_dim - 2 * dhw, dhw, dhw];
 }
 
 /** Expected diffusers key -> shape map (T2V). */

@@ -12,11 +12,6 @@ import { writeGif } from "./gif.ts";
 import { writeMp4 } from "./mp4.ts";
 import { writeContactSheet } from "./png.ts";
 
-export * from "./frames.ts";
-export * from "./gif.ts";
-export * from "./png.ts";
-export * from "./mp4.ts";
-
 export const VIDEO_EXTENSIONS = [".gif", ".png", ".mp4"] as const;
 export type VideoExtension = (typeof VIDEO_EXTENSIONS)[number];
 
