@@ -7,9 +7,10 @@
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { appendFileSync, mkdtempSync, rmSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./net.ts";
 
 // ---------------------------------------------------------------------------------------------
 // the deadline
@@ -224,20 +225,7 @@ export function clearDeadline(): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// ports and a private redis-server
-
-/** A TCP port nothing listens on right now (on 127.0.0.1). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
+// a private redis-server (on a free port from ./net.ts)
 
 /** One inline command to a Redis server (RESP reply as text), or null when nothing answers. */
 export function redisCommand(host: string, port: number, cmd: string, timeoutMs = 1000): Promise<string | null> {

@@ -12,6 +12,7 @@ import { hasFfmpeg, writeMp4 } from "../src/media/mp4.ts";
 import { PNG_ZLIB_LEVEL, decodePng, encodePng, writeContactSheet } from "../src/media/png.ts";
 import { MAX_QUANT_COLOURS, encodeGif, lzwEncode, quantize, quantizeFrame, writeGif } from "../src/media/gif.ts";
 import { toByte, toRgbFrames, upscaleRgb, type Video } from "../src/media/frames.ts";
+import { rng } from "./support/randomWeights.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -24,17 +25,6 @@ function tmp(): string {
 function assertNoTemp(dir: string): void {
   const left = readdirSync(dir, { recursive: true }).map(String).filter((f) => f.endsWith(".tmp"));
   assert.deepEqual(left, []);
-}
-
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A [3, T, H, W] clip whose value at (c, t, y, x) is f(c, t, y, x). */

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { execFileSync, spawnSync } from "node:child_process";
 import { MixCacheError, WeightsError } from "../src/errors.ts";
+import { rng } from "./support/randomWeights.ts";
 import {
   CHECKPOINT_FILENAMES,
   ShardedCheckpoint,
@@ -647,23 +648,11 @@ describe("validateKeys", () => {
 });
 
 describe("fuzz", () => {
-  /** mulberry32: small seeded PRNG, so a failing case can be replayed from its seed and index. */
-  function rng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
-
   const CASES = Number(process.env.SAFETENSORS_FUZZ_CASES ?? 3000);
   const SEED = Number(process.env.SAFETENSORS_FUZZ_SEED ?? 20240917);
 
   test(`${CASES} mutated files and indexes: each is read or refused with a typed error`, { timeout: 600_000 }, (t) => {
-    const rand = rng(SEED);
+    const rand = rng(SEED); // seeded (mulberry32): a failing case replays from its seed and index
     const int = (n: number): number => Math.floor(rand() * n);
     const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
     const root = join(dir, "fuzz");

@@ -6,19 +6,12 @@ import { eulerFlowGrid, linspace, unipcFlowGrid } from "../src/schedulers/sigmas
 import { makeSampler } from "../src/schedulers/sampler.ts";
 import type { Sampler } from "../src/schedulers/types.ts";
 import { ConfigError, MixCacheError, UsageError } from "../src/errors.ts";
+import { rng } from "./support/randomWeights.ts";
 
 /** Deterministic uniform [-1, 1) values (mulberry32). */
 function rand(n: number, seed: number): Float32Array {
-  let a = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
-  }
-  return out;
+  const r = rng(seed);
+  return Float32Array.from({ length: n }, () => r() * 2 - 1);
 }
 
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {

@@ -9,17 +9,7 @@ import { WanModel, mapSource } from "../src/models/wan/model.ts";
 import { dimOf } from "../src/models/wan/config.ts";
 import { randomArray, rng, tinyWan } from "./support/randomWeights.ts";
 import { refCA, refFFN, refForward, refHead, refPatch, refSA, refText, refTime } from "./support/wanReference.ts";
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): { diff: number; scale: number } {
-  assert.equal(a.length, b.length, "length mismatch");
-  let diff = 0, scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    assert.ok(Number.isFinite(a[i]), `non-finite value at ${i}`);
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return { diff, scale };
-}
+import { maxDiff } from "./support/compare.ts";
 
 // the worst check of each config, printed as one line (a failing check names its own numbers)
 let worst = { name: "", diff: 0, scale: 0, share: -1, n: 0 };

@@ -19,22 +19,12 @@ import { WanVaeDecoder, loadWanVaeDecoder, mapVaeSource } from "../src/models/wa
 import { randomArray, rng } from "./support/randomWeights.ts";
 import { RefWanVaeDecoder, type T4 } from "./support/wanVaeReference.ts";
 import { TINY_VAE_CONFIG, randomVaeWeights, writeTinyWanVae } from "./support/writeTinyWanVae.ts";
+import { maxDiff } from "./support/compare.ts";
 
 const TOL = 1e-4;
 
-function compare(got: ArrayLike<number>, want: ArrayLike<number>): { diff: number; scale: number } {
-  assert.equal(got.length, want.length, "length mismatch");
-  let diff = 0, scale = 0;
-  for (let i = 0; i < got.length; i++) {
-    assert.ok(Number.isFinite(got[i]), `non-finite value at ${i}`);
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return { diff, scale };
-}
-
 function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, extra = ""): number {
-  const { diff, scale } = compare(got, want);
+  const { diff, scale } = maxDiff(got, want);
   console.log(`  ${name.padEnd(40)} max|diff| ${diff.toExponential(2)}  (max|ref| ${scale.toFixed(3)})${extra}`);
   assert.ok(diff <= TOL * (1 + scale), `${name}: max diff ${diff} > ${TOL} x (1 + ${scale})`);
   return diff;
@@ -109,7 +99,7 @@ test("tiny diffusers folder: per-unit and end-to-end parity, 3 latent frames of 
         const r = refTrace.get(`${name}@${ch}`);
         assert.ok(r, `reference has no ${name}@${ch}`);
         assert.deepEqual(dims, dimsOf(r), `${name}@${ch} dims`);
-        const { diff, scale } = compare(data, r.d);
+        const { diff, scale } = maxDiff(data, r.d);
         assert.ok(diff <= TOL * (1 + scale), `${name}@${ch}: max diff ${diff} > ${TOL} x (1 + ${scale})`);
         perUnit.set(name, Math.max(perUnit.get(name) ?? 0, diff));
         traced++;

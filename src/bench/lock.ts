@@ -15,6 +15,7 @@ import { hostname } from "node:os";
 import { join, resolve } from "node:path";
 import { MixCacheError } from "../errors.ts";
 import { onCleanup } from "../util/cleanup.ts";
+import { pidAlive } from "../util/pid.ts";
 
 export const LOCK_NAME = "bench.lock";
 
@@ -39,15 +40,6 @@ export interface DirLock {
 /** Lock files this process holds (path -> token): a second lock of the same folder in this process
  * is refused like one from another process. */
 const held = new Map<string, string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 function readLock(path: string): { text: string; info: LockInfo | null } | null {
   let text: string;

@@ -19,28 +19,11 @@
  * Never throws on content (empty, flat, NaN): undetectable attributes come back as "unknown" /
  * "none" with ok=false. Malformed dims throw a UsageError.
  */
-import { UsageError } from "../errors.ts";
 import type { Attrs, Vocab } from "../data/shapes.ts";
 import { median, select } from "../tensor/stats.ts";
+import { attributeRates, CentralMoments, checkClipDims, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
 
-export interface ClipLike {
-  data: ArrayLike<number>;
-  dims: readonly number[];
-}
-
-export const UNKNOWN = "unknown";
-export const NO_MOTION = "none";
-
-export interface ShapeFeatures {
-  /** alpha-weighted skewness magnitude (upright triangle ~0.57, circle/square ~0) */
-  skew: number;
-  /** mean kurtosis along the diagonals minus along the axes (square ~0.6, circle ~0) */
-  diagKurtosis: number;
-  /** area over (widest row * tallest column), alpha-weighted (circle ~0.79, square ~1, triangle ~0.5) */
-  fill: number;
-  /** shape area in pixels (sum of alpha) */
-  area: number;
-}
+export { NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures };
 
 export interface AdherenceDetection {
   colour: string;
@@ -79,13 +62,6 @@ export interface DetectOptions {
 
 type Vec3 = [number, number, number];
 
-function dist3(a: readonly number[], b: readonly number[]): number {
-  const x = a[0] - b[0];
-  const y = a[1] - b[1];
-  const z = a[2] - b[2];
-  return Math.sqrt(x * x + y * y + z * z);
-}
-
 /** Mean of the k largest values. */
 function topMean(values: Float64Array, k: number): number {
   const a = Float64Array.from(values);
@@ -102,7 +78,11 @@ function margin(best: number, second: number): number {
   return Math.max(0, Math.min(1, 1 - best / second));
 }
 
-function nearest(table: Record<string, readonly number[]>, rgb: readonly number[], distance = dist3): { name: string; conf: number } {
+function nearest(
+  table: Record<string, readonly number[]>,
+  rgb: readonly number[],
+  distance: (p: readonly number[], c: readonly number[]) => number = dist3,
+): { name: string; conf: number } {
   let best = Infinity;
   let second = Infinity;
   let name = UNKNOWN;
@@ -125,64 +105,6 @@ function blendDistance(p: readonly number[], c: readonly number[], bg: readonly 
   let a = dd > 0 ? (q[0] * d[0] + q[1] * d[1] + q[2] * d[2]) / dd : 1;
   a = Math.max(aMin, Math.min(1, a));
   return dist3(p, [bg[0] + a * d[0], bg[1] + a * d[1], bg[2] + a * d[2]]);
-}
-
-function checkDims(clip: ClipLike): [number, number, number] {
-  const dims = clip.dims;
-  if (!dims || dims.length !== 4 || dims[0] !== 3) {
-    throw new UsageError(`adherence needs a clip of dims [3, T, H, W], got [${dims ? Array.from(dims).join(", ") : ""}]`, "pass channel-major RGB clips");
-  }
-  const [, T, H, W] = dims;
-  if (![T, H, W].every((n) => Number.isInteger(n) && n >= 1) || T < 2) {
-    throw new UsageError(`adherence needs T >= 2 and positive H, W, got [${Array.from(dims).join(", ")}]`, "pass a clip with at least 2 frames");
-  }
-  if (clip.data.length !== 3 * T * H * W) {
-    throw new UsageError(`clip data has ${clip.data.length} values, dims [${Array.from(dims).join(", ")}] need ${3 * T * H * W}`);
-  }
-  return [T, H, W];
-}
-
-/** Largest 8-connected component of mask (H*W), as a list of pixel indices. */
-function largestComponent(mask: Uint8Array, H: number, W: number, label: Int32Array, stack: Int32Array): number[] {
-  label.fill(0);
-  let bestStart = -1;
-  let bestSize = 0;
-  let next = 0;
-  for (let p0 = 0; p0 < H * W; p0++) {
-    if (!mask[p0] || label[p0]) continue;
-    next++;
-    let sp = 0;
-    let size = 0;
-    stack[sp++] = p0;
-    label[p0] = next;
-    while (sp > 0) {
-      const p = stack[--sp];
-      size++;
-      const y = (p / W) | 0;
-      const x = p - y * W;
-      for (let dy = -1; dy <= 1; dy++) {
-        const yy = y + dy;
-        if (yy < 0 || yy >= H) continue;
-        for (let dx = -1; dx <= 1; dx++) {
-          const xx = x + dx;
-          if (xx < 0 || xx >= W) continue;
-          const q = yy * W + xx;
-          if (mask[q] && !label[q]) {
-            label[q] = next;
-            stack[sp++] = q;
-          }
-        }
-      }
-    }
-    if (size > bestSize) {
-      bestSize = size;
-      bestStart = next;
-    }
-  }
-  const out: number[] = [];
-  if (bestStart < 0) return out;
-  for (let p = 0; p < H * W; p++) if (label[p] === bestStart) out.push(p);
-  return out;
 }
 
 interface FrameMoments {
@@ -222,8 +144,7 @@ function frameMoments(alpha: Float64Array, comp: number[], H: number, W: number,
   if (!(A > 1e-6)) return null;
   const cx = sx / A;
   const cy = sy / A;
-  // central moments along x, y and the two diagonals
-  let m2x = 0, m3x = 0, m4x = 0, m2y = 0, m3y = 0, m4y = 0, m2u = 0, m4u = 0, m2v = 0, m4v = 0;
+  const moments = new CentralMoments();
   let rowMax = 0;
   const colSum = new Float64Array(x1 - x0 + 1);
   for (let y = y0; y <= y1; y++) {
@@ -232,42 +153,19 @@ function frameMoments(alpha: Float64Array, comp: number[], H: number, W: number,
       const a = alpha[y * W + x];
       row += a;
       colSum[x - x0] += a;
-      const dx = x + 0.5 - cx;
-      const dy = y + 0.5 - cy;
-      const u = (dx + dy) * Math.SQRT1_2;
-      const v = (dx - dy) * Math.SQRT1_2;
-      const dx2 = dx * dx, dy2 = dy * dy, u2 = u * u, v2 = v * v;
-      m2x += a * dx2;
-      m3x += a * dx2 * dx;
-      m4x += a * dx2 * dx2;
-      m2y += a * dy2;
-      m3y += a * dy2 * dy;
-      m4y += a * dy2 * dy2;
-      m2u += a * u2;
-      m4u += a * u2 * u2;
-      m2v += a * v2;
-      m4v += a * v2 * v2;
+      moments.add(a, x + 0.5 - cx, y + 0.5 - cy);
     }
     if (row > rowMax) rowMax = row;
   }
   let colMax = 0;
   for (const c of colSum) if (c > colMax) colMax = c;
-  const kurt = (m4: number, m2: number) => (m2 > 1e-9 ? (m4 * A) / (m2 * m2) : 0);
-  const skew = (m3: number, m2: number) => (m2 > 1e-9 ? (m3 / A) / Math.pow(m2 / A, 1.5) : 0);
-  const sx3 = skew(m3x, m2x);
-  const sy3 = skew(m3y, m2y);
-  const features: ShapeFeatures = {
-    skew: Math.hypot(sx3, sy3),
-    diagKurtosis: 0.5 * (kurt(m4u, m2u) + kurt(m4v, m2v)) - 0.5 * (kurt(m4x, m2x) + kurt(m4y, m2y)),
-    fill: rowMax > 0 && colMax > 0 ? A / (rowMax * colMax) : 0,
-    area: A,
-  };
+  const features = moments.features(A, rowMax, colMax);
   return { cx, cy, features: Number.isFinite(features.skew) && Number.isFinite(features.diagKurtosis) ? features : null };
 }
 
 /** Detect background, colour, shape and motion of a clip from its pixels alone. */
 export function detectAdherence(clip: ClipLike, vocab: Vocab, opts: DetectOptions = {}): AdherenceDetection {
-  const [T, H, W] = checkDims(clip);
+  const [T, H, W] = checkClipDims(clip, "adherence");
   const minContrast = opts.minContrast ?? 60;
   const minDisp = opts.minDisplacement ?? 0.08;
   const triSkew = opts.triangleSkew ?? 0.3;
@@ -391,52 +289,14 @@ export function detectAdherence(clip: ClipLike, vocab: Vocab, opts: DetectOption
   }
 
   // motion: least-squares slope of the centroid over frames, times (T - 1)
-  let n = 0, st = 0, stt = 0, sx = 0, sy = 0, stx = 0, sty = 0;
-  centroids.forEach((c, t) => {
-    if (!c) return;
-    n++;
-    st += t;
-    stt += t * t;
-    sx += c[0];
-    sy += c[1];
-    stx += t * c[0];
-    sty += t * c[1];
-  });
-  const den = n * stt - st * st;
-  const disp: [number, number] = den > 0 ? [((n * stx - st * sx) / den) * (T - 1), ((n * sty - st * sy) / den) * (T - 1)] : [0, 0];
-  let motion = NO_MOTION;
-  let motionConf = 0;
-  // displacement in units of the per-axis minimum, so the test is resolution independent
-  const rel = [disp[0] / Math.max(1, minDisp * W), disp[1] / Math.max(1, minDisp * H)];
-  const relNorm = Math.hypot(rel[0], rel[1]);
-  if (relNorm >= 1) {
-    let best = -Infinity;
-    let second = -Infinity;
-    for (const [name, vec] of Object.entries(vocab.motions)) {
-      const len = Math.hypot(vec[0], vec[1]);
-      if (!(len > 0)) continue;
-      const cos = (disp[0] * vec[0] + disp[1] * vec[1]) / (len * Math.hypot(disp[0], disp[1]));
-      if (cos > best) {
-        second = best;
-        best = cos;
-        motion = name;
-      } else if (cos > second) second = cos;
-    }
-    // separation of the best direction from the runner-up, damped near the minimum displacement
-    motionConf = Math.max(0, Math.min(1, (best - Math.max(second, 0)) * Math.min(1, relNorm / 2)));
-  }
+  const { displacement: disp, motion, confidence: motionConf } = fitMotion(centroids, T, H, W, minDisp, vocab.motions);
 
   // shape from the median features
   let shape = UNKNOWN;
   let shapeConf = 0;
   let features: ShapeFeatures | null = null;
   if (feats.length > 0) {
-    features = {
-      skew: median(feats.map((f) => f.skew)),
-      diagKurtosis: median(feats.map((f) => f.diagKurtosis)),
-      fill: median(feats.map((f) => f.fill)),
-      area: median(feats.map((f) => f.area)),
-    };
+    features = medianFeatures(feats);
     const has = (s: string) => vocab.shapes.includes(s);
     if (features.skew > triSkew && has("triangle")) {
       shape = "triangle";
@@ -500,23 +360,8 @@ export interface AdherenceSummary {
 
 /** Per-attribute accuracy over many scored clips (0 for an empty list). */
 export function aggregateAdherence(scores: readonly AdherenceScore[]): AdherenceSummary {
-  const n = scores.length;
-  const out: AdherenceSummary = { n, colour: 0, shape: 0, motion: 0, background: 0, all: 0, mean: 0 };
-  if (n === 0) return out;
-  for (const s of scores) {
-    out.colour += s.colour;
-    out.shape += s.shape;
-    out.motion += s.motion;
-    out.background += s.background;
-    out.all += s.colour & s.shape & s.motion & s.background;
-  }
-  out.colour /= n;
-  out.shape /= n;
-  out.motion /= n;
-  out.background /= n;
-  out.all /= n;
-  out.mean = (out.colour + out.shape + out.motion + out.background) / 4;
-  return out;
+  const attrs = ["colour", "shape", "motion", "background"] as const;
+  return attributeRates(scores, attrs, attrs);
 }
 
 /** Detect and score a batch of clips against their prompts' attributes. */

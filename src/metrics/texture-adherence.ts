@@ -75,11 +75,11 @@
  * as clean and as textured as the generator's. A clip with any non-finite value scores 0.
  * Resolution: the prototypes are at vocab.clip size; other sizes are scored, less meaningfully.
  */
-import { MixCacheError, UsageError } from "../errors.ts";
+import { MixCacheError } from "../errors.ts";
 import { allCombos, Mulberry32, type Attrs, type Vocab } from "../data/shapes.ts";
 import { renderTextured, textureBackground } from "../data/textures.ts";
 import { sampleClip } from "../data/datasets.ts";
-import { NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./adherence.ts";
+import { attributeRates, CentralMoments, checkClipDims, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
 import { median } from "../tensor/stats.ts";
 
 export { NO_MOTION, UNKNOWN };
@@ -215,13 +215,6 @@ export interface TexturePrototypes {
 
 // ---- small helpers ------------------------------------------------------------------------------
 
-function dist3(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  const x = a[0] - b[0];
-  const y = a[1] - b[1];
-  const z = a[2] - b[2];
-  return Math.sqrt(x * x + y * y + z * z);
-}
-
 function stat(values: readonly number[], floor: number): Stat {
   const n = values.length;
   const mean = values.reduce((s, v) => s + v, 0) / Math.max(1, n);
@@ -237,21 +230,6 @@ function margin(best: number, second: number): number {
 /** Log energies: ln(1 + hf / 1) and ln(1 + temporal / 4) (0..255 units; flicker under ~4 levels is not visible). */
 const logHf = (x: number) => Math.log1p(x);
 const logTemporal = (x: number) => Math.log1p(x / 4);
-
-function checkDims(clip: ClipLike): [number, number, number] {
-  const dims = clip.dims;
-  if (!dims || dims.length !== 4 || dims[0] !== 3) {
-    throw new UsageError(`texture adherence needs a clip of dims [3, T, H, W], got [${dims ? Array.from(dims).join(", ") : ""}]`, "pass channel-major RGB clips");
-  }
-  const [, T, H, W] = dims;
-  if (![T, H, W].every((n) => Number.isInteger(n) && n >= 1) || T < 2) {
-    throw new UsageError(`texture adherence needs T >= 2 and positive H, W, got [${Array.from(dims).join(", ")}]`, "pass a clip with at least 2 frames");
-  }
-  if (clip.data.length !== 3 * T * H * W) {
-    throw new UsageError(`clip data has ${clip.data.length} values, dims [${Array.from(dims).join(", ")}] need ${3 * T * H * W}`);
-  }
-  return [T, H, W];
-}
 
 function checkVocab(vocab: Vocab): { shade: number; patterns: string[]; detail: Record<string, readonly number[]> } {
   if (!vocab.background_detail || vocab.pattern_shade === undefined || !vocab.patterns?.length) {
@@ -407,43 +385,6 @@ function classDistance(f: RingFeatures, cls: ClassProto): { colour: number; hf: 
 
 // ---- foreground -----------------------------------------------------------------------------------
 
-/** Largest 8-connected component of mask (H*W), as pixel indices. */
-function largestComponent(mask: Uint8Array, H: number, W: number): number[] {
-  const label = new Int32Array(H * W);
-  const stack = new Int32Array(H * W + 1);
-  let best: number[] = [];
-  let next = 0;
-  for (let p0 = 0; p0 < H * W; p0++) {
-    if (!mask[p0] || label[p0]) continue;
-    next++;
-    const comp: number[] = [];
-    let sp = 0;
-    stack[sp++] = p0;
-    label[p0] = next;
-    while (sp > 0) {
-      const p = stack[--sp];
-      comp.push(p);
-      const y = (p / W) | 0;
-      const x = p - y * W;
-      for (let dy = -1; dy <= 1; dy++) {
-        const yy = y + dy;
-        if (yy < 0 || yy >= H) continue;
-        for (let dx = -1; dx <= 1; dx++) {
-          const xx = x + dx;
-          if (xx < 0 || xx >= W) continue;
-          const q = yy * W + xx;
-          if (mask[q] && !label[q]) {
-            label[q] = next;
-            stack[sp++] = q;
-          }
-        }
-      }
-    }
-    if (comp.length > best.length) best = comp;
-  }
-  return best;
-}
-
 interface ShapeMasks {
   /** per frame: 1 light, 2 dark, 0 not the shape (largest component only) */
   frames: Uint8Array[];
@@ -558,7 +499,7 @@ function maskMoments(comp: number[], W: number): { cx: number; cy: number; featu
   }
   const cx = sx / A;
   const cy = sy / A;
-  let m2x = 0, m3x = 0, m4x = 0, m2y = 0, m3y = 0, m4y = 0, m2u = 0, m4u = 0, m2v = 0, m4v = 0;
+  const moments = new CentralMoments();
   const rows = new Map<number, number>();
   const cols = new Map<number, number>();
   for (const p of comp) {
@@ -566,36 +507,9 @@ function maskMoments(comp: number[], W: number): { cx: number; cy: number; featu
     const x = p - y * W;
     rows.set(y, (rows.get(y) ?? 0) + 1);
     cols.set(x, (cols.get(x) ?? 0) + 1);
-    const dx = x + 0.5 - cx;
-    const dy = y + 0.5 - cy;
-    const u = (dx + dy) * Math.SQRT1_2;
-    const v = (dx - dy) * Math.SQRT1_2;
-    const dx2 = dx * dx, dy2 = dy * dy, u2 = u * u, v2 = v * v;
-    m2x += dx2;
-    m3x += dx2 * dx;
-    m4x += dx2 * dx2;
-    m2y += dy2;
-    m3y += dy2 * dy;
-    m4y += dy2 * dy2;
-    m2u += u2;
-    m4u += u2 * u2;
-    m2v += v2;
-    m4v += v2 * v2;
+    moments.add(1, x + 0.5 - cx, y + 0.5 - cy);
   }
-  const rowMax = Math.max(...rows.values());
-  const colMax = Math.max(...cols.values());
-  const kurt = (m4: number, m2: number) => (m2 > 1e-9 ? (m4 * A) / (m2 * m2) : 0);
-  const skew = (m3: number, m2: number) => (m2 > 1e-9 ? m3 / A / Math.pow(m2 / A, 1.5) : 0);
-  return {
-    cx,
-    cy,
-    features: {
-      skew: Math.hypot(skew(m3x, m2x), skew(m3y, m2y)),
-      diagKurtosis: 0.5 * (kurt(m4u, m2u) + kurt(m4v, m2v)) - 0.5 * (kurt(m4x, m2x) + kurt(m4y, m2y)),
-      fill: A / (rowMax * colMax),
-      area: A,
-    },
-  };
+  return { cx, cy, features: moments.features(A, Math.max(...rows.values()), Math.max(...cols.values())) };
 }
 
 /** Dark fraction and flip rates on the eroded shape (the whole shape when erosion leaves too little). */
@@ -770,7 +684,7 @@ export function texturePrototypes(vocab: Vocab): TexturePrototypes {
 
 /** Detect background texture class, pattern, colour, shape and motion of a textures clip from its pixels. */
 export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDetection {
-  const [T, H, W] = checkDims(clip);
+  const [T, H, W] = checkClipDims(clip, "texture adherence");
   const { shade, patterns } = checkVocab(vocab);
   const protos = texturePrototypes(vocab);
   const px = toPixels(clip, T, H, W);
@@ -879,44 +793,13 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
   det.confidence.pattern = pat.conf;
 
   // 4. motion: least-squares slope of the centroid
-  let n = 0, st = 0, stt = 0, sx = 0, sy = 0, stx = 0, sty = 0;
-  centroids.forEach((c, t) => {
-    if (!c) return;
-    n++;
-    st += t;
-    stt += t * t;
-    sx += c[0];
-    sy += c[1];
-    stx += t * c[0];
-    sty += t * c[1];
-  });
-  const den = n * stt - st * st;
-  const disp: [number, number] = den > 0 ? [((n * stx - st * sx) / den) * (T - 1), ((n * sty - st * sy) / den) * (T - 1)] : [0, 0];
-  det.details.displacement = disp;
-  const rel = Math.hypot(disp[0] / Math.max(1, MIN_DISPLACEMENT * W), disp[1] / Math.max(1, MIN_DISPLACEMENT * H));
-  if (rel >= 1) {
-    let cBest = -Infinity;
-    let cSecond = -Infinity;
-    for (const [name, vec] of Object.entries(vocab.motions)) {
-      const len = Math.hypot(vec[0], vec[1]);
-      if (!(len > 0)) continue;
-      const cos = (disp[0] * vec[0] + disp[1] * vec[1]) / (len * Math.hypot(disp[0], disp[1]));
-      if (cos > cBest) {
-        cSecond = cBest;
-        cBest = cos;
-        det.motion = name;
-      } else if (cos > cSecond) cSecond = cos;
-    }
-    det.confidence.motion = Math.max(0, Math.min(1, (cBest - Math.max(cSecond, 0)) * Math.min(1, rel / 2)));
-  }
+  const mo = fitMotion(centroids, T, H, W, MIN_DISPLACEMENT, vocab.motions);
+  det.details.displacement = mo.displacement;
+  det.motion = mo.motion;
+  det.confidence.motion = mo.confidence;
 
   // 5. shape from the median features
-  const features: ShapeFeatures = {
-    skew: median(feats.map((f) => f.skew)),
-    diagKurtosis: median(feats.map((f) => f.diagKurtosis)),
-    fill: median(feats.map((f) => f.fill)),
-    area: median(feats.map((f) => f.area)),
-  };
+  const features = medianFeatures(feats);
   det.details.features = features;
   const sh = classifyShape(features, vocab.shapes);
   det.shape = sh.name;
@@ -986,21 +869,7 @@ export interface TextureAdherenceSummary {
 
 /** Per-attribute accuracy over many scored clips (zeros for an empty list). */
 export function aggregateTextureAdherence(scores: readonly TextureAdherenceScore[]): TextureAdherenceSummary {
-  const n = scores.length;
-  const out: TextureAdherenceSummary = { n, colour: 0, shape: 0, motion: 0, background: 0, pattern: 0, texture: 0, all: 0, mean: 0 };
-  if (n === 0) return out;
-  for (const s of scores) {
-    out.colour += s.colour;
-    out.shape += s.shape;
-    out.motion += s.motion;
-    out.background += s.background;
-    out.pattern += s.pattern;
-    out.texture += s.texture;
-    out.all += s.colour & s.shape & s.motion & s.background & s.pattern;
-  }
-  for (const k of ["colour", "shape", "motion", "background", "pattern", "texture", "all"] as const) out[k] /= n;
-  out.mean = (out.colour + out.shape + out.motion + out.background + out.pattern) / 5;
-  return out;
+  return attributeRates(scores, ["colour", "shape", "motion", "background", "pattern", "texture"], ["colour", "shape", "motion", "background", "pattern"]);
 }
 
 /** Detect and score a batch of clips against their captions' attributes. */
@@ -1082,7 +951,7 @@ const energyTerm = (e: number, ref: Stat) => soft(e - ref.mean, Math.max(Q_LOG_T
 
 /** The quality score with its parts (see the file header). Never throws on content; non-finite clips score 0. */
 export function textureQualityParts(clip: ClipLike, vocab: Vocab, attrs: Attrs): TextureQualityParts {
-  const [T, H, W] = checkDims(clip);
+  const [T, H, W] = checkClipDims(clip, "texture adherence");
   const { shade } = checkVocab(vocab);
   const protos = texturePrototypes(vocab);
   const cls = protos.classes.find((c) => c.name === attrs.background);

@@ -16,6 +16,7 @@ import { MixCacheError } from "../errors.ts";
 import type { LoadedModel } from "../models/load.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { onCleanup } from "../util/cleanup.ts";
+import { pidAlive } from "../util/pid.ts";
 import { JobInterrupted, executeJob, type InterruptReason } from "./execute.ts";
 import {
   JOB_ID_RE, ServeError, emptyCounts, idempotencyMismatch, jobError, newJobId,
@@ -29,15 +30,6 @@ interface LocalRecord extends JobView {
 }
 
 const LOCK = "serve.lock";
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
-}
 
 /** Take `DIR/serve.lock` (O_EXCL); a lock of a dead pid on this host is taken over. */
 function lockFolder(dir: string): () => void {

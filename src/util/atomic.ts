@@ -2,6 +2,7 @@ import { lstatSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } 
 import { dirname, join, basename } from "node:path";
 import { MixCacheError } from "../errors.ts";
 import { isRegisteredTemp, registerTemp } from "./cleanup.ts";
+import { pidAlive } from "./pid.ts";
 
 /** Write a file atomically: a temp file in the same directory, then rename over the target, so a
  * crash never leaves a half-written output and an existing file is only replaced when complete.
@@ -30,16 +31,6 @@ export function parseTempName(name: string): { target: string; pid: number; time
   return m ? { target: m[1], pid: Number(m[2]), time: Number(m[3]) } : null;
 }
 
-function pidAlive(pid: number): boolean {
-  if (!(pid > 0)) return true; // not a pid we can ask about: treat as alive
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM"; // exists, owned by someone else
-  }
-}
-
 /**
  * Remove stale temp files of our naming pattern from `dir` (regular files only): those whose
  * writing pid is dead on this host, this process's own pid when it is not writing them (a reused
@@ -64,7 +55,8 @@ export function sweepStaleTemps(dir: string, maxAgeMs = STALE_TEMP_MS, now = Dat
       if (!st.isFile()) continue;
       const stale =
         now - st.mtimeMs > maxAgeMs ||
-        (t.pid === process.pid ? !isRegisteredTemp(path) : !pidAlive(t.pid));
+        // a pid of 0 is not one we can ask about: treated as alive
+        (t.pid === process.pid ? !isRegisteredTemp(path) : t.pid > 0 && !pidAlive(t.pid));
       if (!stale) continue;
       rmSync(path, { force: true });
       removed.push(path);

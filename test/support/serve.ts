@@ -1,6 +1,8 @@
 /** Helpers of the serve tests: HTTP calls, SSE reading, CLI child processes, polling. */
 import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
+
+/** A TCP port nothing listens on right now (shared with the serve load test). */
+export { freePort } from "../../bench/net.ts";
 
 export interface Reply {
   status: number;
@@ -119,19 +121,6 @@ export function startCli(args: string[], env: Record<string, string> = {}): Cli 
       });
     },
   };
-}
-
-/** A TCP port nothing listens on right now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const a = s.address();
-      const port = typeof a === "object" && a ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 export const PROMPT = "a large red circle moving right on a black background";

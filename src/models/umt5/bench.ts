@@ -12,7 +12,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { MixCacheError } from "../../errors.ts";
 import type { BackendOptions } from "../../backend/ort.ts";
 import { EMBED_KEY, UMT5_XXL, Umt5Config, umt5ExpectedShapes, umt5ParameterCount } from "./config.ts";
-import { Umt5Encoder, collectGarbage, type LayerTiming, type SequenceMode } from "./encoder.ts";
+import { collectGarbage } from "../../util/gc.ts";
+import { Umt5Encoder, type LayerTiming, type SequenceMode } from "./encoder.ts";
 import type { Umt5WeightSource } from "./weights.ts";
 
 /** 32-bit FNV-1a of a string (per-tensor seeds). */

@@ -12,30 +12,15 @@
  *    and relative positions do not change), for a fraction of the work; padded rows are not
  *    computed. WanPipeline discards them anyway.
  */
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { join } from "node:path";
 import { sha256 } from "../../util/hash.ts";
+import { collectGarbage } from "../../util/gc.ts";
 import { StageSession, type BackendOptions, type Feed } from "../../backend/ort.ts";
 import { MixCacheError, WeightsError } from "../../errors.ts";
 import { EMBED_ALIAS, EMBED_KEY, Umt5Config, readUmt5Config, relativePositionBuckets, umt5ExpectedShapes } from "./config.ts";
 import { buildBlockGraph, buildFinalNormGraph, WeightGetter } from "./graphs.ts";
 import { CheckpointSource, Umt5WeightSource } from "./weights.ts";
 import type { Graph } from "../../graph/builder.ts";
-
-let gcFn: (() => void) | null = null;
-/** Full GC so a layer's JS weight copies are gone before the next layer is read. */
-export function collectGarbage(): void {
-  if (!gcFn) {
-    const g = (globalThis as { gc?: () => void }).gc;
-    if (g) gcFn = g;
-    else {
-      setFlagsFromString("--expose-gc");
-      gcFn = runInNewContext("gc") as () => void;
-    }
-  }
-  gcFn();
-}
 
 export interface EncoderInput {
   /** Token ids (padded or not). */

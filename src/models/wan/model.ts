@@ -3,33 +3,14 @@
  * the stage graphs with the weights as initializers. Weights are read one stage at a time, so a
  * multi-GB checkpoint never needs a second full copy in memory.
  */
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 import { StageSession, BackendOptions } from "../../backend/ort.ts";
 import { ConfigError } from "../../errors.ts";
+import { collectGarbage } from "../../util/gc.ts";
 import { WanConfig, dimOf, expectedShapes } from "./config.ts";
 import {
   Grid, WeightGetter, buildCrossAttnGraph, buildCrossKvGraph, buildFfnGraph, buildHeadGraph, buildPatchGraph,
   buildSelfAttnGraph, buildTextGraph, buildTimeGraph, ropeTables,
 } from "./graphs.ts";
-
-/**
- * A full garbage collection, so the JS copies of a stage's weights (read, transposed, serialised)
- * are freed before the next stage is read; otherwise V8 lets them pile up while onnxruntime holds
- * its own copy. Uses global.gc when node runs with --expose-gc, else enables it at run time.
- */
-let gcFn: (() => void) | null = null;
-function collectGarbage(): void {
-  if (!gcFn) {
-    const g = (globalThis as { gc?: () => void }).gc;
-    if (g) gcFn = g;
-    else {
-      setFlagsFromString("--expose-gc");
-      gcFn = runInNewContext("gc") as () => void;
-    }
-  }
-  gcFn();
-}
 
 /** Where weights come from: a safetensors checkpoint or an in-memory map (tests). */
 export interface WeightSource {
