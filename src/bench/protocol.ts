@@ -89,7 +89,8 @@ export const OPERATING_POINTS: Record<string, Record<string, unknown>[]> = {
     { schedule: "planned", target_speedup: 1.5 }, { schedule: "planned", target_speedup: 2 },
     { schedule: "planned", target_speedup: 3 }, { schedule: "planned", target_speedup: 4 },
   ],
-  "mixcache-plus": [{}, { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 }, { schedule: "planned", target_speedup: 2 }],
+  "mixcache-plus": [{}, { target_speedup: 1.5 }, { target_speedup: 2 }, { target_speedup: 2.5 }, { target_speedup: 3 },
+    { schedule: "planned", target_speedup: 1.5 }, { schedule: "planned", target_speedup: 2 }, { schedule: "planned", target_speedup: 3 }, { schedule: "planned", target_speedup: 4 }],
 };
 
 /** The option sets a method is benched at ({} first if the map lacks it). */
