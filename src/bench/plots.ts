@@ -28,9 +28,13 @@ export const isMixCache = (method: string): boolean => method.startsWith("mixcac
 /** Options that move a MixCache point along its speed/quality curve; any other option is an ablation. */
 const MIX_CURVE_OPTIONS = new Set(["preset", "target_speedup", "budget"]);
 
-/** A MixCache ablation point (an option other than preset / target / budget switched). */
+/** A planned MixCache point (`schedule: "planned"`): drawn as its own line, "<method> planned". */
+export const isPlanned = (p: { options?: Record<string, unknown> }): boolean => p.options?.schedule === "planned";
+
+/** A MixCache ablation point (an option other than preset / target / budget switched; planned
+ * schedules are a curve of their own, not an ablation). */
 export function isAblation(p: { method: string; options?: Record<string, unknown> }): boolean {
-  return isMixCache(p.method) && Object.keys(p.options ?? {}).some((k) => !MIX_CURVE_OPTIONS.has(k));
+  return isMixCache(p.method) && !isPlanned(p) && Object.keys(p.options ?? {}).some((k) => !MIX_CURVE_OPTIONS.has(k));
 }
 
 /** Short label of an ablation: the tag's suffix after the block config (mixcache-x2-F1B1-noI -> noI). */
@@ -138,7 +142,7 @@ export function paretoData(r: BenchResults): ParetoData {
   const points: ParetoPoint[] = rows.map((s) => {
     const clipped = isClipped(s.psnrFrame!, s.identical);
     return {
-      method: s.method, tag: s.tag, point: s.point, speedup: s.computeSpeedup, psnr: clipped ? top : s.psnrFrame!, psnrStored: s.psnrFrame!, clipped,
+      method: isPlanned(s) ? `${s.method} planned` : s.method, tag: s.tag, point: s.point, speedup: s.computeSpeedup, psnr: clipped ? top : s.psnrFrame!, psnrStored: s.psnrFrame!, clipped,
       mix: isMixCache(s.method), ablation: isAblation(s), isDefault: s.default, label: "",
     };
   });
@@ -166,7 +170,8 @@ export const AIM = { speedup: 2.5, psnr: 30 } as const;
 
 export function paretoSpec(r: BenchResults): TopLevelSpec {
   const d = paretoData(r);
-  const colors = methodColors(r.protocol.methods);
+  // planned MixCache points form lines of their own ("mixcache planned"), after their method
+  const colors = methodColors(r.protocol.methods.flatMap((m) => (d.points.some((p) => p.method === `${m} planned`) ? [m, `${m} planned`] : [m])));
   const x = { field: "speedup", type: "quantitative", title: "compute speedup (full MACs / executed MACs)", scale: { domain: [d.xMin, d.xMax], zero: false, nice: false } };
   const ticks: number[] = [];
   for (let v = d.bottom; v < d.top - 2.5; v += 5) ticks.push(v);
