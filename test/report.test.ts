@@ -240,3 +240,29 @@ test("mixcache view: prints the URL, serves, stops on SIGINT", async () => {
   assert.equal(code, 0, stderr);
   assert.match(stdout, /stopped/);
 });
+
+test("report --compare: several bench folders side by side (both reports built, shared points in one table)", async () => {
+  const { cpSync } = await import("node:fs");
+  const second = join(base, "bench2");
+  cpSync(out, second, { recursive: true });
+  const res = JSON.parse(readFileSync(join(second, "results.json"), "utf8")) as BenchResults;
+  res.model.name = "second-model";
+  res.summary = res.summary.filter((s) => s.method !== "fbcache"); // a point only the first folder has
+  writeFileSync(join(second, "results.json"), JSON.stringify(res));
+  const cmp = join(base, "compare");
+  const bad = await capture(() => main(["report", out, "--compare", cmp]));
+  assert.equal(bad.code, 2);
+  assert.match(bad.err, /at least two bench folders/);
+  const r = await capture(() => main(["report", out, second, "--compare", cmp, "--json"]));
+  assert.equal(r.code, 0, r.err);
+  const o = JSON.parse(r.out);
+  const html = readFileSync(o.index, "utf8");
+  const first = readResults(out);
+  const sharedTags = first.summary.filter((s) => s.method !== "fbcache").map((s) => s.tag);
+  assert.equal(o.shared, sharedTags.length);
+  for (const t of sharedTags) assert.ok(html.includes(`<td>${escapeHtml(t)}</td>`), t);
+  assert.ok(!first.summary.filter((s) => s.method === "fbcache").some((s) => html.includes(`<td>${escapeHtml(s.tag)}</td>`)), "unshared points left out");
+  assert.ok(html.includes("second-model") && html.includes(escapeHtml(EVIL)) && !html.includes("<script>alert"), "names escaped");
+  assert.ok(existsSync(join(cmp, "pareto-0.png")) && existsSync(join(cmp, "pareto-1.png")));
+  assert.ok(existsSync(join(second, "report", "index.html")));
+});

@@ -12,6 +12,7 @@ import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, THREADS_FLAG } from "./common.ts";
 
 const FLAGS: FlagDef[] = [
+  { name: "compare", type: "string", placeholder: "OUT", doc: "with two or more folders (e.g. the two embedded models): build each report, then OUT/index.html with them side by side" },
   { name: "measure", type: "bool", doc: `when DIR/${RUNTIME_JSON} is missing, measure this machine first (bench/runtime.ts --skip-1.3b, and PyTorch eager if installed)` },
   { ...THREADS_FLAG, doc: "threads for --measure (default: the bench's onnxruntime threads)" },
   JSON_FLAG,
@@ -26,10 +27,23 @@ export const reportCommand: Command = {
   async run(argv) {
     const a = parseArgs("report", argv, FLAGS);
     if (a.flags.help) {
-      process.stdout.write(helpText("Usage: mixcache report DIR [--measure] [--json]", this.summary, FLAGS) + `\nWrites DIR/report/index.html (open it, or serve it with \`mixcache view DIR\`).\n`);
+      process.stdout.write(helpText("Usage: mixcache report DIR [--measure] [--json]\n       mixcache report DIR1 DIR2 ... --compare OUT", this.summary, FLAGS) + `\nWrites DIR/report/index.html (open it, or serve it with \`mixcache view DIR\`); with --compare also OUT/index.html.\n`);
       return 0;
     }
-    if (a.positionals.length !== 1) throw new UsageError(a.positionals.length ? `report takes one folder, got ${a.positionals.length} arguments` : "report needs the bench folder", "mixcache report DIR (the --out folder of `mixcache bench`)");
+    if (a.flags.compare !== undefined) {
+      if (a.positionals.length < 2) throw new UsageError(`--compare needs at least two bench folders, got ${a.positionals.length}`, "mixcache report DIR1 DIR2 --compare OUT");
+      if (a.flags.measure) throw new UsageError("--measure works on one folder at a time", "run mixcache report DIR --measure first");
+      const { buildReport, readResults } = await import("../bench/report.ts");
+      const { buildComparison } = await import("../bench/compare.ts");
+      for (const d of a.positionals) readResults(d); // every folder checked before anything is written
+      const command = ["mixcache", "report", ...argv].map(quote).join(" ");
+      for (const d of a.positionals) await buildReport(d, { command: ["mixcache", "report", d].map(quote).join(" ") });
+      const c = buildComparison(a.positionals, a.flags.compare as string, command);
+      if (a.flags.json) process.stdout.write(JSON.stringify({ index: c.index, shared: c.shared, reports: a.positionals.map((d) => join(d, "report", "index.html")) }) + "\n");
+      else process.stdout.write(`comparison: ${c.index} (${a.positionals.length} folders, ${c.shared} shared points)\n`);
+      return 0;
+    }
+    if (a.positionals.length !== 1) throw new UsageError(a.positionals.length ? `report takes one folder, got ${a.positionals.length} arguments (several folders: --compare OUT)` : "report needs the bench folder", "mixcache report DIR (the --out folder of `mixcache bench`)");
     const dir = a.positionals[0];
     const threads = a.flags.threads as number | undefined;
     if (threads !== undefined && threads < 1) throw new UsageError(`--threads must be at least 1, got ${threads}`);
