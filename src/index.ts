@@ -2,8 +2,13 @@
  * MixCache public API (re-exports only). The package runs TypeScript through tsx, so import it from
  * a TypeScript-aware runtime (e.g. `node --import tsx`).
  */
-export { loadModel, inspectModel, DEFAULT_MODEL_DIR, type LoadedModel, type ModelInfo } from "./models/load.ts";
-export { generate, type GenerateOptions, type GenerateResult, type Video } from "./pipeline/generate.ts";
+export { loadModel, inspectModel, DEFAULT_MODEL_DIR, type LoadedModel, type LoadOptions, type ModelInfo } from "./models/load.ts";
+export { generate, type GenerateOptions, type GenerateResult, type Progress, type Video } from "./pipeline/generate.ts";
+export {
+  WAN_NEGATIVE_PROMPT, inspectWanPipeline, latentForVideo, videoForLatent, estimatePipelineMemory, checkPipelineMemory,
+  type WanPipelineInfo, type ComponentInfo, type VideoSize,
+} from "./models/wan-pipeline.ts";
+export { readEmbedding, readLatents, writeResultSafetensors } from "./pipeline/interop.ts";
 export { denoise, type DenoiseOptions } from "./pipeline/denoise.ts";
 export type { LatentShape } from "./models/types.ts";
 export type { TextEmbedding } from "./text/types.ts";

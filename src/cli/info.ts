@@ -2,6 +2,7 @@ import { inspectModel } from "../models/load.ts";
 import { stageMacs, stepMacs, promptMacs } from "../models/wan/macs.ts";
 import { dimOf } from "../models/wan/config.ts";
 import { estimateMemory, humanBytes } from "../models/wan/memory.ts";
+import { estimatePipelineMemory } from "../models/wan-pipeline.ts";
 import { helpText, parseArgs, type Command } from "./args.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, humanCount, noPositionals } from "./common.ts";
 
@@ -9,7 +10,7 @@ const FLAGS = [MODEL_FLAG, JSON_FLAG, HELP_FLAG];
 
 export const infoCommand: Command = {
   name: "info",
-  summary: "print a model's config, parameter count and MACs per step",
+  summary: "print a model's config, components, parameter count, MACs per step and memory estimate",
   async run(argv) {
     const a = parseArgs("info", argv, FLAGS);
     if (a.flags.help) {
@@ -22,31 +23,62 @@ export const infoCommand: Command = {
     const lat = m.latent;
     const grid = lat ? [lat.frames / c.patch_size[0], lat.height / c.patch_size[1], lat.width / c.patch_size[2]] : null;
     const L = grid ? grid[0] * grid[1] * grid[2] : null;
-    const S = 16;
+    const S = m.layout === "diffusers" ? 512 : 16;
     const macs = L !== null ? stageMacs(c, L, S) : null;
     const perStep = L !== null ? stepMacs(c, L, S, m.defaults.guidance > 1) : null;
     const mem = lat ? estimateMemory(c, lat) : null;
+    const p = m.pipeline;
+    const pmem = p && lat ? estimatePipelineMemory(c, lat, { umt5: p.umt5, vae: m.vae }) : null;
+    const components = p
+      ? Object.values(p.components).map((x) => ({
+          name: x.name, state: x.state, class: x.className, parameters: x.parameters, dtype: x.dtype, bytes: x.bytes, detail: x.detail,
+          error: x.error ? x.error.message.split("\n")[0] : null, fix: x.error?.fix ?? null,
+        }))
+      : null;
     const out = {
-      name: m.name, dir: m.dir, family: "wan2.1", config: c, width: dimOf(c), parameters: m.parameters,
-      latent: lat, tokens: L, text_tokens: S, defaults: m.defaults, text_encoder: m.hasTextEncoder,
+      name: m.name, dir: m.dir, layout: m.layout, family: "wan2.1", config: c, width: dimOf(c), parameters: m.parameters,
+      latent: lat, video: m.video, tokens: L, text_tokens: S, defaults: m.defaults, text_encoder: m.hasTextEncoder,
+      components, missing: p?.missing ?? null, capabilities: p?.capabilities ?? null,
       macs_per_step: perStep, macs_per_prompt: promptMacs(c, S), macs_per_call: macs,
-      memory_estimate_bytes: mem ? { total: mem.total, weights: mem.weights, activations: mem.activations, stage: mem.stage, state: mem.state, threads: mem.threads } : null,
+      memory_estimate_bytes: pmem
+        ? { total: pmem.total, weights: pmem.weights, text: pmem.text, denoise: pmem.denoise, decode: pmem.decode, stage: pmem.stage }
+        : mem ? { total: mem.total, weights: mem.weights, activations: mem.activations, stage: mem.stage, state: mem.state, threads: mem.threads } : null,
     };
     if (a.flags.json) {
       process.stdout.write(JSON.stringify(out) + "\n");
       return 0;
     }
+    const componentLines = components
+      ? [
+          "components",
+          ...components.map((x) => {
+            const head = `  ${x.name.padEnd(13)}`;
+            if (x.state === "missing") return `${head}MISSING  ${x.error}`;
+            const stats = `${(x.class ?? "?").padEnd(26)} ${(x.parameters !== null ? humanCount(x.parameters) : "-").padStart(7)} params  ${(x.dtype ?? "-").padEnd(8)} ${humanBytes(x.bytes).padStart(10)}  ${x.detail}`;
+            return x.state === "broken" ? `${head}UNUSABLE ${x.error}\n${" ".repeat(15)}fix: ${x.fix}` : `${head}${stats}`;
+          }),
+          `missing     ${p!.missing.length ? p!.missing.join(", ") : "none"}`,
+          ...p!.capabilities.map((line, i) => `${i === 0 ? "can do      " : "            "}${line}`),
+        ]
+      : [];
+    const textLine = m.textEncoder === "umt5"
+      ? `umT5 (${p!.umt5!.num_layers} layers, d_model ${p!.umt5!.d_model}) over tokenizer.json, prompts padded to ${S} tokens, streamed layer by layer`
+      : m.textEncoder === "word" ? "built-in word tokenizer + embedding encoder" : "no text encoder in this folder (takes prompt embeddings: --prompt-embeds, or the API)";
     const lines = [
-      `model       ${m.name}  (${m.dir})`,
+      `model       ${m.name}  (${m.dir})${m.layout === "diffusers" ? "  diffusers WanPipeline folder" : ""}`,
+      ...componentLines,
       `family      Wan2.1 transformer, ${c.num_layers} blocks, width ${dimOf(c)} (${c.num_attention_heads} heads x ${c.attention_head_dim}), ffn ${c.ffn_dim}`,
       `parameters  ${m.parameters.toLocaleString("en-US")} (${humanCount(m.parameters)})`,
       `patch       [${c.patch_size}]  in/out channels ${c.in_channels}/${c.out_channels}  text_dim ${c.text_dim}  freq_dim ${c.freq_dim}`,
+      m.video && !m.pixelSpace ? `video       ${m.video.frames}x${m.video.height}x${m.video.width} (frames x height x width; the VAE's strides ${m.strides.temporal}x time, ${m.strides.spatial}x space)` : "",
       lat ? `latent      ${lat.channels}x${lat.frames}x${lat.height}x${lat.width} -> ${L} tokens (grid ${grid!.join("x")})` : "latent      (not declared: pass a shape through the API)",
-      `text        ${m.hasTextEncoder ? "built-in word tokenizer + embedding encoder" : "no text encoder in this folder (API takes embeddings)"}`,
-      `defaults    ${m.defaults.sampler}, ${m.defaults.steps} steps, guidance ${m.defaults.guidance}, shift ${m.defaults.shift}`,
+      `text        ${textLine}`,
+      `defaults    ${m.defaults.sampler}, ${m.defaults.steps} steps, guidance ${m.defaults.guidance}, shift ${m.defaults.shift}${m.layout === "diffusers" ? `, negative prompt: ${m.defaults.negativePrompt ? "WanPipeline's Wan negative prompt" : "empty"}` : ""}`,
       perStep !== null ? `MACs/step   ${humanCount(perStep)} (both CFG branches; per call: sa ${humanCount(macs!.sa)}, ca ${humanCount(macs!.ca)}, ffn ${humanCount(macs!.ffn)})` : "",
       perStep !== null ? `MACs/run    ${humanCount(perStep * m.defaults.steps)} at ${m.defaults.steps} steps` : "",
-      mem ? `memory      about ${humanBytes(mem.total)} (weights ${humanBytes(mem.weights)}, largest stage ${mem.stage} ${humanBytes(mem.activations)}, held tensors ${humanBytes(mem.state)}, threads ${humanBytes(mem.threads)})` : "",
+      pmem
+        ? `memory      about ${humanBytes(pmem.total)} at the largest stage, ${pmem.stage} (transformer weights ${humanBytes(pmem.weights)}; then the largest of text encoder ${humanBytes(pmem.text)}, denoising ${humanBytes(pmem.denoise)}, VAE decode ${humanBytes(pmem.decode)})`
+        : mem ? `memory      about ${humanBytes(mem.total)} (weights ${humanBytes(mem.weights)}, largest stage ${mem.stage} ${humanBytes(mem.activations)}, held tensors ${humanBytes(mem.state)}, threads ${humanBytes(mem.threads)})` : "",
     ].filter(Boolean);
     process.stdout.write(lines.join("\n") + "\n");
     return 0;

@@ -1,15 +1,19 @@
 /**
- * Model folders. Two layouts load through the same code path:
- *  - a MixCache model folder (the shipped reference model): transformer/, text_encoder/,
- *    tokenizer/, mixcache.json (latent shape and sampler defaults), cache_profiles/;
- *  - a diffusers Wan2.1 folder (transformer/config.json + safetensors, possibly sharded) or a bare
- *    transformer folder. These have no text encoder we can run here, so they take text embeddings
- *    through the API.
+ * Model folders. Three layouts load through the same code path:
+ *  - a MixCache model folder (the embedded models): transformer/, text_encoder/ (word embedding
+ *    encoder), tokenizer/, mixcache.json (latent shape and sampler defaults), cache_profiles/;
+ *  - a diffusers Wan2.1 pipeline folder (model_index.json, WanPipeline): transformer/,
+ *    text_encoder/ (umT5), tokenizer/ (tokenizer.json), vae/, scheduler/ (wan-pipeline.ts);
+ *    components may be missing: without text encoder it takes prompt embeddings, without VAE it
+ *    gives latents;
+ *  - a bare transformer folder (config.json + safetensors, possibly sharded): embeddings in,
+ *    latents out, through the API.
+ * Every config and safetensors header is read and checked before any weight loads.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { MixCacheError } from "../errors.ts";
+import { MixCacheError, UsageError } from "../errors.ts";
 import type { BackendOptions } from "../backend/ort.ts";
 import { openCheckpoint, validateKeys } from "../weights/safetensors.ts";
 import { EmbeddingTextEncoder } from "../text/encoder.ts";
@@ -19,6 +23,13 @@ import { WanModel } from "./wan/model.ts";
 import { checkMemory } from "./wan/memory.ts";
 import { validateModelMeta } from "./meta.ts";
 import { checkThreads } from "../backend/ort.ts";
+import { WanTextEncoder } from "./umt5/wan-text.ts";
+import { checkWanVaeFolder, loadWanVaeDecoder, type DecodedVideo, type TileOptions, type WanVaeDecoder } from "./wan-vae/decoder.ts";
+import type { WanVaeConfig } from "./wan-vae/config.ts";
+import {
+  COMPONENT_NAMES, WAN_FPS, WAN_NEGATIVE_PROMPT, WAN_VIDEO_DEFAULTS, checkPipelineMemory, inspectWanPipeline, isWanPipelineFolder, latentForVideo,
+  stridesOf, videoForLatent, type Strides, type VideoSize, type WanPipelineInfo,
+} from "./wan-pipeline.ts";
 import type { LatentShape } from "./types.ts";
 import type { TextEmbedding } from "../text/types.ts";
 import type { SamplerName } from "../schedulers/types.ts";
@@ -46,27 +57,64 @@ export interface ModelDefaults {
   negativePrompt: string;
 }
 
+/** mixcache: an embedded-model folder; diffusers: a WanPipeline folder; transformer: a bare transformer. */
+export type ModelLayout = "mixcache" | "diffusers" | "transformer";
+
 export interface ModelInfo {
   name: string;
   dir: string;
+  layout: ModelLayout;
   transformerDir: string;
   config: WanConfig;
   parameters: number;
+  /** The default latent [C, F, H, W] (diffusers folders: the latent of the default video size). */
   latent: LatentShape | null;
+  /** The default video size (diffusers folders: WanPipeline's 81 x 480 x 832; pixel-space models: the latent). */
+  video: VideoSize | null;
+  /** Video frames per latent frame after the first and pixels per latent pixel (the VAE's; 1 in pixel space). */
+  strides: Strides;
   fps: number;
   pixelSpace: boolean;
   defaults: ModelDefaults;
+  /** Prompts can be encoded here (a usable text encoder and tokenizer). */
   hasTextEncoder: boolean;
+  /** Which text encoder: the embedded models' word embedding encoder, or umT5 (diffusers folders). */
+  textEncoder: "word" | "umt5" | null;
+  /** The VAE decoder's config (a diffusers folder with a usable vae/), null otherwise. */
+  vae: WanVaeConfig | null;
+  /** The components of a diffusers folder, null for the other layouts. */
+  pipeline: WanPipelineInfo | null;
   profilesDir: string;
   vocabPath: string | null;
 }
 
 export interface LoadedModel extends ModelInfo {
   transformer: WanModel;
-  /** Encode a prompt with the model's own text encoder (reference model only). */
+  /** Encode a prompt with the embedded models' word encoder (synchronous; umT5 models: encodePrompts). */
   encodePrompt(prompt: string): TextEmbedding;
+  /** Encode prompts with the model's text encoder, in one pass over the encoder (umT5: streamed layer by layer). */
+  encodePrompts(prompts: readonly string[], opts?: { onLayer?: (done: number, total: number) => void }): Promise<TextEmbedding[]>;
+  /** Progress units of an encodePrompts call that runs the encoder (umT5: layers + final norm; the word encoder: 0). */
+  encodeUnits: number;
+  /** The word tokenizer of the embedded models (null for diffusers folders). */
   tokenizer: WordTokenizer | null;
+  /** WanPipeline's text path (tokenizer.json + umT5), for diffusers folders with both. */
+  umt5: WanTextEncoder | null;
+  /** Decode a latent [C, F, H, W] to video [3, T, H', W'] in [-1, 1] with the folder's VAE (loaded on first use). */
+  decodeLatent(latent: Float32Array, shape: LatentShape, opts?: { tile?: boolean | TileOptions; onChunk?: (done: number, total: number) => void }): Promise<DecodedVideo>;
   release(): Promise<void>;
+}
+
+export interface LoadOptions extends BackendOptions {
+  /** Check the memory of a run at this latent before loading (default: the model's own latent;
+   * diffusers folders: the weights and the text encoder only, generate() checks its size). */
+  latent?: LatentShape;
+  /** Whether that run decodes with the VAE (memory check; default true when the folder has one). */
+  decode?: boolean;
+  /** VAE spatial tiling for that run (memory check). */
+  tile?: boolean;
+  /** Cache umT5 prompt embeddings in this folder (one file per prompt; none by default). */
+  promptCacheDir?: string;
 }
 
 const WAN_DEFAULTS: ModelDefaults = { sampler: "unipc", steps: 50, guidance: 5, shift: 3, negativePrompt: "" };
@@ -88,75 +136,168 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
       throw new MixCacheError("MODEL_NOT_FOUND", `the embedded ${name} model is not in this checkout (${abs})`, `train and export it: /usr/bin/python3 tools/train.py${name === "reference" ? "" : ` --dataset ${name}`}, then /usr/bin/python3 tools/export.py${name === "reference" ? "" : ` --dataset ${name}`} (see tools/README.md), or pass --model DIR`);
     throw new MixCacheError("MODEL_NOT_FOUND", `model folder ${abs} does not exist`, `pass --model with ${MODEL_NAMES.join(" or ")} or a MixCache or diffusers Wan2.1 folder`);
   }
+  const diffusers = isWanPipelineFolder(abs);
   const transformerDir = existsSync(join(abs, "transformer", "config.json")) ? join(abs, "transformer") : abs;
-  if (!existsSync(join(transformerDir, "config.json")))
+  if (!existsSync(join(transformerDir, "config.json"))) {
+    if (diffusers) {
+      const present = COMPONENT_NAMES.filter((n) => existsSync(join(abs, n)));
+      throw new MixCacheError(
+        "MODEL_NOT_FOUND",
+        `${abs} is a WanPipeline folder without transformer/config.json: nothing can be generated (present: ${present.join(", ") || "none"}; missing: ${COMPONENT_NAMES.filter((n) => !present.includes(n)).join(", ")})`,
+        "copy the transformer/ folder (config.json + diffusion_pytorch_model*.safetensors) of the Wan2.1 checkpoint into it",
+      );
+    }
     throw new MixCacheError("MODEL_NOT_FOUND", `no transformer config.json in ${abs} or ${join(abs, "transformer")}`, "point --model at a MixCache model folder or a diffusers Wan2.1 folder");
+  }
   const config = readWanConfig(join(transformerDir, "config.json"));
   const metaPath = join(abs, "mixcache.json");
   const meta = existsSync(metaPath) ? readJson(metaPath) : null;
   validateModelMeta(meta, config, metaPath);
+  const pipeline = diffusers ? inspectWanPipeline(abs, { dir: transformerDir, config }) : null;
+  const layout: ModelLayout = diffusers ? "diffusers" : existsSync(metaPath) || transformerDir !== abs ? "mixcache" : "transformer";
+  const base: ModelDefaults = pipeline
+    ? { ...WAN_DEFAULTS, sampler: pipeline.scheduler?.sampler ?? WAN_DEFAULTS.sampler, shift: pipeline.scheduler?.shift ?? WAN_DEFAULTS.shift, negativePrompt: WAN_NEGATIVE_PROMPT }
+    : WAN_DEFAULTS;
   const d = (meta?.defaults ?? {}) as Record<string, unknown>;
   const defaults: ModelDefaults = {
-    sampler: (d.sampler as SamplerName) ?? WAN_DEFAULTS.sampler,
-    steps: (d.steps as number) ?? WAN_DEFAULTS.steps,
-    guidance: (d.guidance as number) ?? WAN_DEFAULTS.guidance,
-    shift: (d.shift as number) ?? WAN_DEFAULTS.shift,
-    negativePrompt: (d.negative_prompt as string) ?? WAN_DEFAULTS.negativePrompt,
+    sampler: (d.sampler as SamplerName) ?? base.sampler,
+    steps: (d.steps as number) ?? base.steps,
+    guidance: (d.guidance as number) ?? base.guidance,
+    shift: (d.shift as number) ?? base.shift,
+    negativePrompt: (d.negative_prompt as string) ?? base.negativePrompt,
   };
-  const hasTextEncoder = existsSync(join(abs, "text_encoder", "model.safetensors")) && existsSync(join(abs, "tokenizer", "tokenizer.json"));
+  const pixelSpace = meta?.pixel_space === true;
+  const vae = pipeline?.vae ?? null;
+  const strides = stridesOf(vae, pixelSpace);
+  let latent = (meta?.latent as LatentShape) ?? null;
+  let video: VideoSize | null = latent ? videoForLatent(strides, latent) : null;
+  if (!latent && pipeline) {
+    try {
+      latent = latentForVideo(config, strides, WAN_VIDEO_DEFAULTS, "WanPipeline's default video size");
+      video = { ...WAN_VIDEO_DEFAULTS };
+    } catch (e) {
+      if (!(e instanceof MixCacheError)) throw e; // a transformer that cannot take 81 x 480 x 832: sizes come with each run
+    }
+  }
+  const textEncoder = pipeline
+    ? pipeline.components.text_encoder.state === "ok" && pipeline.components.tokenizer.state === "ok" ? "umt5" : null
+    : existsSync(join(abs, "text_encoder", "model.safetensors")) && existsSync(join(abs, "tokenizer", "tokenizer.json")) ? "word" : null;
   return {
     name: (meta?.name as string) ?? abs.split("/").pop()!,
     dir: abs,
+    layout,
     transformerDir,
     config,
     parameters: parameterCount(config),
-    latent: (meta?.latent as LatentShape) ?? null,
-    fps: (meta?.fps as number) ?? 16,
-    pixelSpace: meta?.pixel_space === true,
+    latent,
+    video,
+    strides,
+    fps: (meta?.fps as number) ?? (pipeline ? WAN_FPS : 16),
+    pixelSpace,
     defaults,
-    hasTextEncoder,
+    hasTextEncoder: textEncoder !== null,
+    textEncoder,
+    vae,
+    pipeline,
     profilesDir: join(abs, "cache_profiles"),
     vocabPath: existsSync(join(abs, "vocab.json")) ? join(abs, "vocab.json") : null,
   };
 }
 
-export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: BackendOptions = {}, onProgress?: (done: number, total: number) => void): Promise<LoadedModel> {
+/**
+ * Throw the error of a component that is present but cannot be used (an unreadable config, a
+ * tokenizer whose ids the encoder has no rows for, a text width or latent channels that do not
+ * match the transformer, an unsupported scheduler): fix the folder or remove the component.
+ */
+export function assertComponentsUsable(info: ModelInfo): void {
+  for (const c of Object.values(info.pipeline?.components ?? {})) if (c.state === "broken" && c.error) throw c.error;
+}
+
+export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptions = {}, onProgress?: (done: number, total: number) => void): Promise<LoadedModel> {
   const info = inspectModel(dir);
-  // before any weight is read or session built: the thread count, then whether a run can fit
+  const backend: BackendOptions = { device: opts.device, threads: opts.threads, spinning: opts.spinning, arena: opts.arena, prepack: opts.prepack };
+  // before any weight is read or session built: the thread count, the components, then whether a run can fit
   checkThreads(opts.threads);
-  if (info.latent) checkMemory(info.config, info.latent, { threads: opts.threads, model: info.name });
-  const ckpt = openCheckpoint(info.transformerDir);
-  validateKeys(ckpt, expectedShapes(info.config));
-  const transformer = await WanModel.load(info.config, { read: (k) => ckpt.readF32(k) }, opts, onProgress);
-  // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
-  const small = new Map<string, Float32Array>();
-  for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
-  ckpt.close();
-  transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
+  assertComponentsUsable(info);
+  if (info.layout === "diffusers") {
+    const c = info.config;
+    const latent = opts.latent ?? { channels: c.in_channels, frames: c.patch_size[0], height: c.patch_size[1], width: c.patch_size[2] };
+    checkPipelineMemory(c, latent, { threads: opts.threads, umt5: info.pipeline!.umt5, vae: info.vae, decode: opts.latent ? opts.decode : false, tile: opts.tile, model: info.name });
+  } else {
+    const latent = opts.latent ?? info.latent;
+    if (latent) checkMemory(info.config, latent, { threads: opts.threads, model: info.name });
+  }
+  // umT5: the tokenizer is built and the encoder's keys checked from its headers (a vocabulary
+  // mismatch is an error here); the VAE's keys too. No weight is read until the transformer loads.
+  const umt5 = info.textEncoder === "umt5" ? WanTextEncoder.open({ modelDir: info.dir, ...backend, cacheDir: opts.promptCacheDir }) : null;
+  let transformer: WanModel;
+  try {
+    if (info.vae) checkWanVaeFolder(info.dir);
+    const ckpt = openCheckpoint(info.transformerDir);
+    try {
+      validateKeys(ckpt, expectedShapes(info.config));
+      transformer = await WanModel.load(info.config, { read: (k) => ckpt.readF32(k) }, backend, onProgress);
+      // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
+      const small = new Map<string, Float32Array>();
+      for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
+      transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
+    } finally {
+      ckpt.close();
+    }
+  } catch (e) {
+    await umt5?.close();
+    throw e;
+  }
 
   let tokenizer: WordTokenizer | null = null;
   let encoder: EmbeddingTextEncoder | null = null;
-  if (info.hasTextEncoder) {
+  if (info.textEncoder === "word") {
     tokenizer = WordTokenizer.fromFile(join(info.dir, "tokenizer", "tokenizer.json"));
     const te = openCheckpoint(join(info.dir, "text_encoder", "model.safetensors"));
     const tok = te.readF32("token_embedding.weight");
     const pos = te.readF32("position_embedding");
     const [V, Dt] = te.info("token_embedding.weight").shape;
     te.close();
-    if (Dt !== info.config.text_dim) throw new MixCacheError("WEIGHTS", `text encoder width ${Dt} != transformer text_dim ${info.config.text_dim}`);
+    if (Dt !== info.config.text_dim) {
+      await transformer.release();
+      throw new MixCacheError("WEIGHTS", `text encoder width ${Dt} != transformer text_dim ${info.config.text_dim}`);
+    }
     encoder = new EmbeddingTextEncoder(tok, pos, V, tokenizer.maxTokens, Dt);
   }
+  const noEncoder = (what: string) =>
+    new MixCacheError("USAGE", `model ${info.name} has no text encoder in its folder${info.pipeline ? ` (missing: ${info.pipeline.missing.filter((n) => n === "text_encoder" || n === "tokenizer").join(", ")})` : ""}, so ${what}`, "pass precomputed text embeddings through the API (generate({ textEmbedding, negativeEmbedding }))");
+  const encodeWord = (prompt: string): TextEmbedding => {
+    if (umt5) throw new MixCacheError("USAGE", `model ${info.name} encodes prompts with umT5, which is asynchronous`, "use await model.encodePrompts([prompt])");
+    if (!tokenizer || !encoder) throw noEncoder("the prompt cannot be encoded");
+    return encoder.encode(tokenizer.encode(prompt));
+  };
+  let vae: Promise<WanVaeDecoder> | null = null;
   return {
     ...info,
     transformer,
     tokenizer,
-    encodePrompt(prompt: string): TextEmbedding {
-      if (!tokenizer || !encoder)
-        throw new MixCacheError("USAGE", `model ${info.name} has no text encoder in its folder`, "pass precomputed text embeddings through the API (generate({ textEmbedding }))");
-      return encoder.encode(tokenizer.encode(prompt));
+    umt5,
+    encodeUnits: umt5 ? umt5.encoder.config.num_layers + 1 : 0,
+    encodePrompt: encodeWord,
+    async encodePrompts(prompts, o = {}) {
+      if (umt5) {
+        const total = umt5.encoder.config.num_layers + 1;
+        let done = 0;
+        return umt5.encode(prompts, { onLayer: () => o.onLayer?.(++done, total) });
+      }
+      return prompts.map(encodeWord);
+    },
+    async decodeLatent(latent, shape, o = {}) {
+      if (!info.vae)
+        throw new UsageError(`model ${info.name} has no VAE${info.pipeline ? " (vae/ is missing from its folder)" : ""}, so its latents cannot be decoded to video`, "add the vae/ folder of the same Wan2.1 checkpoint, or keep the latent (generate({ decode: false }), a .safetensors output)");
+      vae ??= loadWanVaeDecoder(info.dir, backend);
+      const d = await vae;
+      return d.decode(latent, [shape.channels, shape.frames, shape.height, shape.width], { tile: o.tile, onChunk: o.onChunk });
     },
     async release() {
       await transformer.release();
+      await umt5?.close();
+      if (vae) await (await vae.catch(() => null))?.release();
     },
   };
 }

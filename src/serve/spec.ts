@@ -58,7 +58,7 @@ const EXAMPLE = '{"prompt": "a large red circle moving right on a black backgrou
 export function describeModel(key: string): ServedModel {
   const info = inspectModel(key);
   if (!info.pixelSpace || info.config.out_channels !== 3)
-    throw new UsageError(`model ${info.name} produces ${info.config.out_channels}-channel latents, not RGB frames`, "serve a pixel-space model (a VAE decoder is not part of MixCache yet)");
+    throw new UsageError(`model ${info.name} produces ${info.config.out_channels}-channel latents, not RGB frames`, "serve a pixel-space model (serve does not run diffusers Wan2.1 folders yet: use `mixcache generate --model DIR` or the API)");
   if (!info.hasTextEncoder)
     throw new UsageError(`model ${info.name} has no text encoder in its folder, so prompts cannot be encoded for it`, "serve a MixCache model folder with text_encoder/ and tokenizer/ (e.g. reference)");
   if (!info.latent) throw new UsageError(`model ${info.name} declares no latent shape in mixcache.json`, "add \"latent\": {channels, frames, height, width} to its mixcache.json");

@@ -142,7 +142,7 @@ export async function calibrateMixCache(model: LoadedModel, o: MixCacheCalibrati
   const outAcc: number[][] = [];
   for (const input of s.inputs)
     for (const seed of s.seeds) {
-      const common = { model, ...input, seed, steps: N, shift: s.shift, guidance: s.guidance, sampler: s.sampler, shape: o.shape, onStep: progress };
+      const common = { model, ...input, seed, steps: N, shift: s.shift, guidance: s.guidance, sampler: s.sampler, shape: o.shape, decode: false, onStep: progress }; // deviations in latent space (no VAE per run)
       const rec = rateRecorder(fn, bn);
       const ref = (await generate({ ...common, cache: hooksAsCache(rec.hooks, "calibrate-rates") })).video.data;
       for (const g of GRANULARITIES) rec.rates[g].forEach((v, i) => (rateAcc[g][i] ??= []).push(mean(v)));

@@ -214,7 +214,7 @@ export async function recordRuns(model: LoadedModel, s: CalibrationSettings): Pr
   for (const input of r.inputs) {
     for (const seed of r.seeds) {
       await generate({
-        model, ...input, seed, steps: r.steps, shift: r.shift, guidance: r.guidance, sampler: r.sampler, shape: s.shape,
+        model, ...input, seed, steps: r.steps, shift: r.shift, guidance: r.guidance, sampler: r.sampler, shape: s.shape, decode: false,
         negativeEmbedding: input.textEmbedding ? s.negativeEmbedding : undefined,
         cache,
         onStep: (done) => s.onStep?.(base + done, total),

@@ -390,6 +390,50 @@ function resolveVaeDir(dir: string): string {
 }
 
 /**
+ * Check a diffusers Wan2.1 VAE folder (`<model>/vae` or the vae folder itself) without reading any
+ * weight: config.json, then every decoder key and shape in the checkpoint's header (missing, wrong
+ * shape, unexpected decoder.* keys). Returns the folder and its config.
+ */
+export function checkWanVaeFolder(dir: string): { vaeDir: string; config: WanVaeConfig } {
+  const vaeDir = resolveVaeDir(dir);
+  const config = readWanVaeConfig(join(vaeDir, "config.json"));
+  const ckpt = openCheckpoint(vaeDir);
+  try {
+    checkDecoderKeys(ckpt, config);
+  } finally {
+    ckpt.close();
+  }
+  return { vaeDir, config };
+}
+
+function checkDecoderKeys(ckpt: ReturnType<typeof openCheckpoint>, config: WanVaeConfig): void {
+  const expected = decoderShapes(config);
+  validateKeys(ckpt, expected, { allowUnexpected: true });
+  const extra = checkKeys(ckpt, expected).unexpected.filter((u) => u.key.startsWith("decoder.") || u.key.startsWith("post_quant_conv."));
+  if (extra.length > 0)
+    throw new WeightsError(
+      extra[0].file,
+      extra[0].key,
+      `${extra.length} decoder key(s) this config does not have: ${extra.slice(0, 5).map((u) => u.key).join(", ")}${extra.length > 5 ? ", ..." : ""}`,
+      "the checkpoint and vae/config.json disagree (num_res_blocks, dim_mult, temperal_downsample, attn_scales); use the config that came with the weights",
+    );
+}
+
+/**
+ * Chunks `decode` runs for latents of F frames of H x W (the unit of its `onChunk` progress):
+ * F untiled, F x tiles with `tile` when the frame is larger than one tile.
+ */
+export function decodeChunkCount(config: WanVaeConfig, F: number, H: number, W: number, tile?: boolean | TileOptions): number {
+  const t = tile === true ? {} : tile || null;
+  if (!t) return F;
+  const s = spatialScale(config);
+  const v = { sampleHeight: 256, sampleWidth: 256, strideHeight: 192, strideWidth: 192, ...t };
+  const latH = v.sampleHeight / s, latW = v.sampleWidth / s;
+  if (H <= latH && W <= latW) return F;
+  return Math.ceil(H / (v.strideHeight / s)) * Math.ceil(W / (v.strideWidth / s)) * F;
+}
+
+/**
  * Load the decoder of a diffusers Wan2.1 VAE folder (`<model>/vae` or the vae folder itself):
  * config.json + diffusion_pytorch_model.safetensors (or sharded). Every decoder key is checked
  * (missing, wrong shape, unexpected decoder.* keys) before anything is built.
@@ -399,16 +443,7 @@ export async function loadWanVaeDecoder(dir: string, opts: WanVaeOptions = {}): 
   const config = readWanVaeConfig(join(vaeDir, "config.json"));
   const ckpt = openCheckpoint(vaeDir);
   try {
-    const expected = decoderShapes(config);
-    validateKeys(ckpt, expected, { allowUnexpected: true });
-    const extra = checkKeys(ckpt, expected).unexpected.filter((u) => u.key.startsWith("decoder.") || u.key.startsWith("post_quant_conv."));
-    if (extra.length > 0)
-      throw new WeightsError(
-        extra[0].file,
-        extra[0].key,
-        `${extra.length} decoder key(s) this config does not have: ${extra.slice(0, 5).map((u) => u.key).join(", ")}${extra.length > 5 ? ", ..." : ""}`,
-        "the checkpoint and vae/config.json disagree (num_res_blocks, dim_mult, temperal_downsample, attn_scales); use the config that came with the weights",
-      );
+    checkDecoderKeys(ckpt, config);
     return await WanVaeDecoder.create(config, { read: (k) => ckpt.readF32(k) }, opts);
   } finally {
     ckpt.close();

@@ -67,7 +67,7 @@ export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defau
 }
 
 /** Memory this process can still take: MemAvailable (os.freemem), capped by a cgroup limit. */
-function availableMemory(): number {
+export function availableMemory(): number {
   let avail = freemem();
   const limit = (process as { constrainedMemory?: () => number | undefined }).constrainedMemory?.();
   if (limit && limit > 0 && limit < Number.MAX_SAFE_INTEGER) avail = Math.min(avail, Math.max(0, limit - process.memoryUsage().rss));
