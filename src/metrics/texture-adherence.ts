@@ -15,15 +15,28 @@
  *     pixels): mean RGB; the fractions of ring pixels nearest (within REF_RADIUS) to each class's base
  *     and detail colour, or to none; spatial high-frequency energy (mean |difference| of adjacent ring
  *     pixels); temporal change (mean |frame difference|: static changes every frame, water and cloud
- *     drift, grass/sand/brick are still). Nearest class prototype by the RMS of z-scores (each
- *     feature's spread over the class's prototype clips, floored); "unknown" past MAX_BG_RMS_Z.
- *  2. foreground: a pixel is foreground-coloured when it lies within FG_RADIUS of a vocab colour c
- *     or its dark shade pattern_shade * c, and nearer to it (by FG_MARGIN) than to the detected
- *     class's background PALETTE (every colour its pure generator backgrounds take, quantised to 4
- *     levels). Colour = the vocab colour with most such pixels (light pixels count 1, dark 0.5: the
- *     dark shades of red, orange and yellow are close). The shape = per frame, the largest 8-connected
- *     component of pixels of that colour or its shade, plus the ambiguous pixels (as near to the
- *     palette as to the colour within FG_MARGIN: white on cloud) inside its bounding box.
+ *     drift, grass/sand/brick are still). Nearest class prototype by the RMS of z-scores, each
+ *     feature's spread over the class's prototype clips floored (DET_FLOOR_*: model outputs depart
+ *     from the generator's narrow spreads) and each |z| capped at DET_Z_CAP, so that no single
+ *     feature outvotes the rest (a model's static is grey noise that rarely hits the exact base or
+ *     detail colour; its still textures flicker); "unknown" past MAX_BG_RMS_Z (uncapped RMS z).
+ *  2. foreground, from the clip's own BACKGROUND MODEL, not from exact colours (model outputs blur
+ *     edges, shift colours, approximate textures and carry per-pixel noise): a pixel's background
+ *     distance is its distance to the nearer of (a) the clip's own palette: the ring colours whose
+ *     neighbourhood (PAL_RADIUS) recurs in at least PAL_MIN_SPREAD of the (angular sector, frame)
+ *     pairs of the ring (a shape touching the border, even moving along it, covers a sector or two
+ *     a frame), and (b) the detected class's generator PALETTE (every colour its pure generator
+ *     backgrounds take, quantised to 4 levels); measured on the pixels and on a [1,2,1]^2-smoothed
+ *     copy (against the smoothed generator backgrounds' palette), the foreground score being the
+ *     larger of the two (noise averages out when smoothed; a pattern's dark cells stand out on the
+ *     pixels). Foreground = score > FG_TAU; closed per frame (3x3); the TRACK is its largest
+ *     spatio-temporal component (8-connected in a frame, linked to the 3x3 neighbourhood in the
+ *     adjacent frames), empty unless the model explains at least MIN_RING_BACKGROUND of the ring
+ *     (noise). Colour = the vocab colour with most votes from the track's foreground pixels (each
+ *     votes for the nearest vocab colour, 1, or dark shade pattern_shade * c, 0.5, within
+ *     COLOUR_RADIUS). The shape = per frame, within the track grown by 1 px, the pixels nearer to
+ *     the colour as the clip renders it (the median of the pixels that voted light for it) or its
+ *     shade than to the background; its largest 8-connected component with enclosed holes filled.
  *  3. pattern: on the eroded component (no anti-aliased rim), the dark fraction and the rate at
  *     which the light/dark state flips between pixel pairs offset by (2,0), (0,2), (1,1), (1,-1),
  *     (4,0), (0,4). Stripes are 2 px wide with period 4, checks 2 px, so horizontal stripes flip as
@@ -34,7 +47,8 @@
  *  4. motion: least-squares slope of the component centroid over frames -> nearest vocab direction
  *     (or "none" below MIN_DISPLACEMENT of the frame); shape: median over frames of binary-mask
  *     moments (skewness: triangles; diagonal-minus-axis kurtosis and fill of the bounding box:
- *     squares ~0.6 and ~1, circles ~0 and ~0.79).
+ *     squares ~0.6 and ~1, circles ~0 and ~0.79; the kurtosis weighs more, as a soft edge cuts a
+ *     square's corners).
  * Never throws on content: NaN-dominated or flat clips, clips without a shape, give "unknown" (motion
  * "none") with ok=false. Malformed dims or a vocabulary without textures throw.
  *
@@ -58,16 +72,21 @@
  *  - bgPalette: the fraction of ring pixels within BG_RADIUS of the class's palette, over
  *               Q_PALETTE_TOL times the prototype clips' fraction (capped at 1): generator textures
  *               are made of a few exact colours, noise and blur (on sharp textures) leave them;
- *  - fgArea:    the median per-frame area of the shape (pixels within FG_RADIUS of the caption's
- *               colour or its shade, nearer than the palette) vs FG_REF_CLIPS generator clips of
- *               exactly the caption's attributes (fixed seeds, cached): 1 within
- *               [Q_AREA_TOL_LO * their smallest, Q_AREA_TOL_HI * their largest], falling linearly
- *               (ratio) outside: blurring (pattern and rim turn to mixed colours), washing out,
- *               a missing or oversized shape;
- *  - fgEdge:    the rim width: pixels within 2 px of the shape that are neither shape-coloured nor
- *               within BG_RADIUS of the palette, per boundary pixel of the shape, against the same
- *               generator clips: min(1, (Q_RIM_TOL * their largest + Q_RIM_SLACK) / width). A sharp
- *               anti-aliased edge is under 1 px wide; blur widens it.
+ *  - fgArea:    the median per-frame clean area of the shape: the pixels of its extent (found as in
+ *               detection step 2, with the caption's colour) within FG_RADIUS of the caption's colour
+ *               or its shade and not FG_MARGIN farther from it than from the background model, vs
+ *               FG_REF_CLIPS generator clips of exactly the caption's attributes (fixed seeds,
+ *               cached): 1 within [Q_AREA_TOL_LO * their smallest, Q_AREA_TOL_HI * their largest],
+ *               falling linearly (ratio) outside: blurring (pattern and rim turn to mixed colours),
+ *               noise, washing out, a missing or oversized shape;
+ *  - fgEdge:    the rim width: pixels within 2 px of the shape's extent that are neither in it, nor
+ *               nearer to the colour than to the background, nor within BG_RADIUS of the background
+ *               model, per boundary pixel of the extent, against the same generator clips:
+ *               min(1, (Q_RIM_TOL * their largest + Q_RIM_SLACK) / width). A sharp anti-aliased
+ *               edge is under 1 px wide; blur widens it.
+ *  The shape is measured against the clip's background model (as in detection) so that a texture
+ *  the generator would not draw exactly costs in the background terms only, not a second time as
+ *  a lost shape or a wide rim.
  *  A caption whose shape the generator itself leaves invisible (plain white on cloud) has fgArea =
  *  fgEdge = 1.
  * The score compares with the dataset's statistics, not with any reference output, so a method that
@@ -90,12 +109,24 @@ export { NO_MOTION, UNKNOWN };
 const RING = 2;
 /** a ring pixel counts towards a reference (base/detail) colour within this RGB distance */
 const REF_RADIUS = 40;
-/** a pixel is foreground-coloured within this RGB distance of a vocab colour or its shade */
+/** quality: a shape pixel is clean within this RGB distance of the caption's colour or its shade */
 const FG_RADIUS = 40;
-/** a foreground-coloured pixel must be this much nearer to the vocab colour than to the palette */
+/** quality: ... and not farther than this beyond its distance to the background model */
 const FG_MARGIN = 8;
-/** rim pixels within this distance of the background palette count as background */
+/** quality: a ring pixel within this distance of the class palette is on it (bgPalette); a rim pixel
+ * within this distance of the background model counts as background (fgEdge) */
 const BG_RADIUS = 25;
+/** the clip's own background palette: ring colours whose neighbourhood (PAL_RADIUS) recurs in at least
+ * PAL_MIN_SPREAD of the (sector, frame) pairs of the ring, RING_SECTORS angular sectors a frame */
+const RING_SECTORS = 16;
+const PAL_RADIUS = 16;
+const PAL_MIN_SPREAD = 0.25;
+/** foreground: farther than this from the background model */
+const FG_TAU = 40;
+/** the background model must explain at least this fraction of the border ring */
+const MIN_RING_BACKGROUND = 0.3;
+/** a track pixel votes for the nearest vocab colour (or shade) within this distance */
+const COLOUR_RADIUS = 80;
 /** clips per background class for the prototypes */
 const PROTO_CLIPS = 20;
 /** pure backgrounds per class for the palettes */
@@ -111,6 +142,12 @@ const MAX_BG_RMS_Z = 12;
 const FLOOR_RGB = 6;
 const FLOOR_FRAC = 0.03;
 const FLOOR_LOG = 0.15;
+/** detection compares with wider floors and caps every |z| at DET_Z_CAP, so that no single feature (the
+ * exact base/detail fractions, a still texture that flickers) outvotes the others on model outputs */
+const DET_FLOOR_RGB = 15;
+const DET_FLOOR_FRAC = 0.15;
+const DET_FLOOR_LOG = 0.5;
+const DET_Z_CAP = 3;
 /** quality: bgClass tolerance and fall-off (RMS z units) */
 const Q_Z0 = 1.5;
 const Q_ZS = 2;
@@ -149,7 +186,7 @@ export interface TextureDetection {
   details: {
     /** ring features: mean RGB, reference fractions (base/detail per class, then "other"), HF, temporal */
     ring: RingFeatures | null;
-    /** RMS z distance of the ring to each class prototype */
+    /** the detection distance of the ring to each class prototype (RMS of capped z-scores, detectionDistance) */
     backgroundDistance: Record<string, number>;
     /** frames in which the shape component was found */
     framesWithShape: number;
@@ -193,6 +230,10 @@ interface ClassProto {
   /** quantised palette of the pure backgrounds, and the lazily filled distance table */
   palette: Int32Array;
   lut: Float32Array;
+  /** the same for the smoothed pure backgrounds (smoothPixels) */
+  smoothPalette: Int32Array;
+  /** distance tables of both palettes over the 64^3 colour cells (classGrids) */
+  grids?: { raw: Uint8Array; smooth: Uint8Array };
   /** mean fraction of the generator's ring pixels within BG_RADIUS of the palette */
   onPalette: number;
 }
@@ -383,88 +424,346 @@ function classDistance(f: RingFeatures, cls: ClassProto): { colour: number; hf: 
   return { colour, hf, temporal, rms };
 }
 
+/** The detection's distance to a class: RMS of the capped z-scores (detection floors), all features equally weighted. */
+function detectionDistance(f: RingFeatures, cls: ClassProto): number {
+  const v = colourVector(f);
+  const z = (x: number, st: Stat, floor: number) => Math.min(DET_Z_CAP, Math.abs(x - st.mean) / Math.max(floor, st.std));
+  let s = 0;
+  for (let j = 0; j < v.length; j++) s += z(v[j], cls.colour[j], j < 3 ? DET_FLOOR_RGB : DET_FLOOR_FRAC) ** 2;
+  s += z(logHf(f.hf), cls.hf, DET_FLOOR_LOG) ** 2;
+  s += z(logTemporal(f.temporal), cls.temporal, DET_FLOOR_LOG) ** 2;
+  return Math.sqrt(s / (v.length + 2));
+}
+
 // ---- foreground -----------------------------------------------------------------------------------
 
 interface ShapeMasks {
-  /** per frame: 1 light, 2 dark, 0 not the shape (largest component only) */
+  /** per frame: 1 light, 2 dark, 0 not the shape (largest component, holes filled) */
   frames: Uint8Array[];
   comps: number[][];
-  /** per frame: clean pixels of the colour (light or dark) before the component step */
+  /** per frame: the pixels nearer to the colour (light or dark) than to the background, before the component step */
   clean: Uint8Array[];
 }
 
-/** Per frame, the pixels within FG_RADIUS of `c` or its shade and nearer to it (by FG_MARGIN) than to
- * the palette; the largest 8-connected component of those, plus the AMBIGUOUS pixels (within
- * FG_RADIUS but not FG_MARGIN nearer than the palette: white on cloud) inside its bounding box. */
-function shapeMasks(px: Pixels, c: readonly number[], shade: number, cls: ClassProto | null): ShapeMasks {
-  const { R, G, B, T, H, W } = px;
-  const HW = H * W;
-  const dark = [c[0] * shade, c[1] * shade, c[2] * shade];
-  const frames: Uint8Array[] = [];
-  const comps: number[][] = [];
-  const clean: Uint8Array[] = [];
-  const v = [0, 0, 0];
-  for (let t = 0; t < T; t++) {
-    const m = new Uint8Array(HW);
-    const amb = new Uint8Array(HW);
-    for (let p = 0; p < HW; p++) {
-      const i = t * HW + p;
-      v[0] = R[i];
-      v[1] = G[i];
-      v[2] = B[i];
-      const dl = dist3(v, c);
-      const dd = dist3(v, dark);
-      const d = Math.min(dl, dd);
-      if (d >= FG_RADIUS) continue;
-      const dPal = cls ? paletteDistance(cls, px.cell[i]) : Infinity;
-      if (d + FG_MARGIN < dPal) m[p] = dl <= dd ? 1 : 2;
-      else if (d < dPal + FG_MARGIN) amb[p] = dl <= dd ? 1 : 2;
-    }
-    clean.push(m);
-    const comp = largestComponent(m, H, W);
-    const f = new Uint8Array(HW);
-    for (const p of comp) f[p] = m[p];
-    if (comp.length > 0) {
-      let x0 = W, x1 = -1, y0 = H, y1 = -1;
-      for (const p of comp) {
-        const y = (p / W) | 0;
-        const x = p - y * W;
-        x0 = Math.min(x0, x);
-        x1 = Math.max(x1, x);
-        y0 = Math.min(y0, y);
-        y1 = Math.max(y1, y);
-      }
-      for (let y = y0; y <= y1; y++)
-        for (let x = x0; x <= x1; x++) {
-          const p = y * W + x;
-          if (amb[p] && !f[p]) {
-            f[p] = amb[p];
-            comp.push(p);
-          }
+// ---- the clip's own background model ------------------------------------------------------------
+//
+// Model outputs do not draw the generator's exact palette: textures are approximated (water as a
+// grid of light lines, static as fine grey noise, still textures that flicker), colours shift and
+// every pixel carries noise. So the foreground is found against a background model built from the
+// clip itself: the colours of its border ring that recur all around the frame (a shape that
+// touches the border adds colours to a few sectors of the ring only), together with the detected
+// class's generator palette; both on the pixels and on a smoothed copy (noise averages out there,
+// while a pattern's dark cells stay apart from the texture on the pixels).
+
+/** colour cells of Pixels.cell: 4 levels per step, 64 per channel */
+const GRID = 64;
+
+/** [1,2,1] x [1,2,1] smoothing of every frame (weights renormalised at the borders). */
+function smoothPixels(px: Pixels): Pixels {
+  const { T, H, W } = px;
+  const N = T * H * W;
+  const planes = [px.R, px.G, px.B].map((P) => {
+    const tmp = new Float64Array(N);
+    const out = new Float64Array(N);
+    for (let t = 0; t < T; t++)
+      for (let y = 0; y < H; y++) {
+        const row = (t * H + y) * W;
+        for (let x = 0; x < W; x++) {
+          const a = x > 0 ? P[row + x - 1] : NaN;
+          const b = x + 1 < W ? P[row + x + 1] : NaN;
+          tmp[row + x] = (2 * P[row + x] + (a === a ? a : 0) + (b === b ? b : 0)) / (2 + (a === a ? 1 : 0) + (b === b ? 1 : 0));
         }
-    }
-    frames.push(f);
-    comps.push(comp);
-  }
-  return { frames, comps, clean };
+      }
+    for (let t = 0; t < T; t++)
+      for (let y = 0; y < H; y++) {
+        const row = (t * H + y) * W;
+        for (let x = 0; x < W; x++) {
+          let s = 2 * tmp[row + x];
+          let w = 2;
+          if (y > 0) (s += tmp[row - W + x]), w++;
+          if (y + 1 < H) (s += tmp[row + W + x]), w++;
+          out[row + x] = s / w;
+        }
+      }
+    return out;
+  });
+  const [R, G, B] = planes;
+  const cell = new Int32Array(N);
+  const q = (v: number) => Math.min(GRID - 1, Math.floor(v / 4));
+  for (let i = 0; i < N; i++) cell[i] = (q(R[i]) << 12) | (q(G[i]) << 6) | q(B[i]);
+  return { R, G, B, cell, nonFinite: 0, T, H, W };
 }
 
-/** Votes per vocab colour: pixels nearest to it (1) or its shade (0.5), within FG_RADIUS and nearer than the palette. */
-function colourVotes(px: Pixels, colours: Array<[string, readonly number[]]>, shade: number, cls: ClassProto | null): number[] {
+/** Squared distance transform of one line (Felzenszwalb & Huttenlocher), in place. */
+function dt1d(f: Float64Array, n: number, v: Int32Array, z: Float64Array, d: Float64Array): void {
+  let k = 0;
+  v[0] = 0;
+  z[0] = -Infinity;
+  z[1] = Infinity;
+  for (let q = 1; q < n; q++) {
+    if (f[q] === Infinity) continue;
+    if (f[v[k]] === Infinity) {
+      v[k] = q;
+      continue;
+    }
+    let s = (f[q] + q * q - (f[v[k]] + v[k] * v[k])) / (2 * q - 2 * v[k]);
+    while (s <= z[k]) {
+      k--;
+      s = (f[q] + q * q - (f[v[k]] + v[k] * v[k])) / (2 * q - 2 * v[k]);
+    }
+    k++;
+    v[k] = q;
+    z[k] = s;
+    z[k + 1] = Infinity;
+  }
+  if (f[v[0]] === Infinity) return; // no seed on this line
+  k = 0;
+  for (let q = 0; q < n; q++) {
+    while (z[k + 1] < q) k++;
+    d[q] = (q - v[k]) * (q - v[k]) + f[v[k]];
+  }
+  for (let q = 0; q < n; q++) f[q] = d[q];
+}
+
+/** Squared distance (in cells) from every cell of an n^3 colour grid to the nearest seed cell (Infinity
+ * without seeds): a separable exact transform that skips the lines holding no finite value yet. */
+function colourDistanceGrid(seeds: Iterable<number>, n: number): Float64Array {
+  const f = new Float64Array(n * n * n).fill(Infinity);
+  for (const s of seeds) f[s] = 0;
+  const line = new Float64Array(n);
+  const v = new Int32Array(n);
+  const z = new Float64Array(n + 1);
+  const d = new Float64Array(n);
+  for (const stride of [1, n, n * n]) {
+    for (let a = 0; a < n; a++)
+      for (let b = 0; b < n; b++) {
+        // the two other axes
+        const base = stride === 1 ? (a * n + b) * n : stride === n ? a * n * n + b : a * n + b;
+        let any = false;
+        for (let q = 0; q < n; q++) {
+          const x = f[base + q * stride];
+          line[q] = x;
+          if (x !== Infinity) any = true;
+        }
+        if (!any) continue;
+        dt1d(line, n, v, z, d);
+        for (let q = 0; q < n; q++) f[base + q * stride] = line[q];
+      }
+  }
+  return f;
+}
+
+/** A class palette's distance table over the 64^3 grid of colour cells (0..255 units, capped at 255). */
+function paletteGrid(palette: Int32Array): Uint8Array {
+  const d2 = colourDistanceGrid(palette, GRID);
+  const out = new Uint8Array(d2.length);
+  for (let i = 0; i < d2.length; i++) out[i] = Math.min(255, Math.round(4 * Math.sqrt(d2[i])));
+  return out;
+}
+
+/** coarse cells of the clip's own palette: 8 levels per step, 32 per channel */
+const COARSE = 32;
+const coarseCell = (r: number, g: number, b: number) =>
+  (Math.min(COARSE - 1, Math.floor(r / 8)) << 10) | (Math.min(COARSE - 1, Math.floor(g / 8)) << 5) | Math.min(COARSE - 1, Math.floor(b / 8));
+
+/** The ring colours that recur around the frame and over time, as coarse cells: a coarse cell of ring
+ * pixels is kept when the ring pixels within PAL_RADIUS of its mean colour occupy at least
+ * PAL_MIN_SPREAD of the (angular sector, frame) pairs, RING_SECTORS sectors per frame. A shape that
+ * touches the border, even one moving along it, covers a sector or two of each frame. */
+function ringPalette(P: Pixels): number[] {
+  const { R, G, B, T, H, W } = P;
+  const HW = H * W;
+  const acc = new Map<number, { n: number; r: number; g: number; b: number; sec: Uint32Array }>();
+  for (let y = 0; y < H; y++)
+    for (let x = 0; x < W; x++) {
+      if (Math.min(x, y, W - 1 - x, H - 1 - y) >= RING) continue;
+      const ang = Math.atan2(y + 0.5 - H / 2, x + 0.5 - W / 2);
+      const sector = Math.min(RING_SECTORS - 1, Math.floor(((ang + Math.PI) / (2 * Math.PI)) * RING_SECTORS));
+      for (let t = 0; t < T; t++) {
+        const i = t * HW + y * W + x;
+        const c = coarseCell(R[i], G[i], B[i]);
+        let e = acc.get(c);
+        if (!e) acc.set(c, (e = { n: 0, r: 0, g: 0, b: 0, sec: new Uint32Array(T) }));
+        e.n++;
+        e.r += R[i];
+        e.g += G[i];
+        e.b += B[i];
+        e.sec[t] |= 1 << sector;
+      }
+    }
+  const cells = [...acc.entries()].map(([c, e]) => ({ c, r: e.r / e.n, g: e.g / e.n, b: e.b / e.n, sec: e.sec }));
+  const r2 = PAL_RADIUS * PAL_RADIUS;
+  const need = PAL_MIN_SPREAD * RING_SECTORS * T;
+  const out: number[] = [];
+  const sec = new Uint32Array(T);
+  for (const a of cells) {
+    sec.fill(0);
+    for (const b of cells) {
+      const dr = a.r - b.r;
+      const dg = a.g - b.g;
+      const db = a.b - b.b;
+      if (dr * dr + dg * dg + db * db <= r2) for (let t = 0; t < T; t++) sec[t] |= b.sec[t];
+    }
+    let k = 0;
+    for (let t = 0; t < T; t++) for (let v = sec[t]; v; v &= v - 1) k++;
+    if (k >= need) out.push(a.c);
+  }
+  return out;
+}
+
+interface BackgroundModel {
+  /** per pixel: distance to the background model on the pixels, and the larger of that and the
+   * distance on the smoothed copy (the foreground score) */
+  raw: Float32Array;
+  score: Float32Array;
+}
+
+/** Distances of every pixel to the clip's background model (see above): the nearer of the clip's own
+ * palette (coarse cells: within ~7 levels) and the class's generator palette (exact cells). */
+function backgroundModel(px: Pixels, cls: ClassProto | null): BackgroundModel {
+  const sm = smoothPixels(px);
+  const N = px.T * px.H * px.W;
+  const dist = (P: Pixels, grid: Uint8Array | null): Float32Array => {
+    const own = colourDistanceGrid(ringPalette(P), COARSE);
+    const out = new Float32Array(N);
+    for (let i = 0; i < N; i++) {
+      const d = 8 * Math.sqrt(own[coarseCell(P.R[i], P.G[i], P.B[i])]);
+      out[i] = grid ? Math.min(d, grid[P.cell[i]]) : d;
+    }
+    return out;
+  };
+  const raw = dist(px, cls ? classGrids(cls).raw : null);
+  const smooth = dist(sm, cls ? classGrids(cls).smooth : null);
+  const score = new Float32Array(N);
+  for (let i = 0; i < N; i++) score[i] = Math.max(raw[i], smooth[i]);
+  return { raw, score };
+}
+
+/** The class's palette distance tables (built on first use). */
+function classGrids(cls: ClassProto): { raw: Uint8Array; smooth: Uint8Array } {
+  return (cls.grids ??= { raw: paletteGrid(cls.palette), smooth: paletteGrid(cls.smoothPalette) });
+}
+
+/** Per frame 3x3 closing of a mask (dilate, then erode). */
+function closeMask(m: Uint8Array, T: number, H: number, W: number): Uint8Array {
+  const HW = H * W;
+  const morph = (src: Uint8Array, dilate: boolean) => {
+    const out = new Uint8Array(src.length);
+    for (let t = 0; t < T; t++)
+      for (let y = 0; y < H; y++)
+        for (let x = 0; x < W; x++) {
+          let v = dilate ? 0 : 1;
+          for (let dy = -1; dy <= 1 && v === (dilate ? 0 : 1); dy++) {
+            const yy = y + dy;
+            if (yy < 0 || yy >= H) continue;
+            for (let dx = -1; dx <= 1; dx++) {
+              const xx = x + dx;
+              if (xx < 0 || xx >= W) continue;
+              const s = src[t * HW + yy * W + xx];
+              if (dilate ? s : !s) {
+                v = dilate ? 1 : 0;
+                break;
+              }
+            }
+          }
+          out[t * HW + y * W + x] = v;
+        }
+    return out;
+  };
+  return morph(morph(m, true), false);
+}
+
+/** The largest spatio-temporal component of a mask [T, H, W]: 8-connected in a frame, and linked to the
+ * 3x3 neighbourhood in the neighbouring frames (the shape moves 2 px a frame). */
+function largestTrack(m: Uint8Array, T: number, H: number, W: number): Uint8Array {
+  const HW = H * W;
+  const N = T * HW;
+  const label = new Int32Array(N);
+  const stack = new Int32Array(N + 1);
+  let best = 0;
+  let bestSize = 0;
+  let next = 0;
+  for (let i0 = 0; i0 < N; i0++) {
+    if (!m[i0] || label[i0]) continue;
+    next++;
+    let size = 0;
+    let sp = 0;
+    stack[sp++] = i0;
+    label[i0] = next;
+    while (sp > 0) {
+      const i = stack[--sp];
+      size++;
+      const t = (i / HW) | 0;
+      const p = i - t * HW;
+      const y = (p / W) | 0;
+      const x = p - y * W;
+      for (let dt = -1; dt <= 1; dt++) {
+        const tt = t + dt;
+        if (tt < 0 || tt >= T) continue;
+        for (let dy = -1; dy <= 1; dy++) {
+          const yy = y + dy;
+          if (yy < 0 || yy >= H) continue;
+          for (let dx = -1; dx <= 1; dx++) {
+            const xx = x + dx;
+            if (xx < 0 || xx >= W) continue;
+            const j = tt * HW + yy * W + xx;
+            if (m[j] && !label[j]) {
+              label[j] = next;
+              stack[sp++] = j;
+            }
+          }
+        }
+      }
+    }
+    if (size > bestSize) {
+      bestSize = size;
+      best = next;
+    }
+  }
+  const out = new Uint8Array(N);
+  if (best) for (let i = 0; i < N; i++) if (label[i] === best) out[i] = 1;
+  return out;
+}
+
+/** The foreground track: pixels farther than FG_TAU from the background model, closed per frame, largest
+ * spatio-temporal component. Empty when the model explains less than MIN_RING_BACKGROUND of the ring
+ * (noise: no background to find a shape against). */
+function foregroundTrack(bg: BackgroundModel, T: number, H: number, W: number): { track: Uint8Array; fg: Uint8Array } {
+  const N = T * H * W;
+  const fg = new Uint8Array(N);
+  for (let i = 0; i < N; i++) if (bg.score[i] > FG_TAU) fg[i] = 1;
+  let ring = 0;
+  let out = 0;
+  for (let t = 0; t < T; t++)
+    for (let y = 0; y < H; y++)
+      for (let x = 0; x < W; x++) {
+        if (Math.min(x, y, W - 1 - x, H - 1 - y) >= RING) continue;
+        ring++;
+        out += fg[(t * H + y) * W + x];
+      }
+  if (ring === 0 || 1 - out / ring < MIN_RING_BACKGROUND) return { track: new Uint8Array(N), fg };
+  return { track: largestTrack(closeMask(fg, T, H, W), T, H, W), fg };
+}
+
+/** Colour votes over the track's foreground pixels: the nearest vocab colour (light, 1) or its shade
+ * (dark, 0.5) within COLOUR_RADIUS; and the clip's own rendering of each colour (the per-channel median
+ * of the pixels that voted light for it; the vocab colour where fewer than 4 did). */
+function trackColourVotes(px: Pixels, track: Uint8Array, fg: Uint8Array, colours: Array<[string, readonly number[]]>, shade: number): { votes: number[]; seen: Vec3[] } {
   const { R, G, B } = px;
-  const N = R.length;
-  const refs: Array<{ k: number; w: number; c: readonly number[] }> = [];
+  const refs: Array<{ k: number; light: boolean; c: readonly number[] }> = [];
   colours.forEach(([, c], k) => {
-    refs.push({ k, w: 1, c });
-    refs.push({ k, w: 0.5, c: [c[0] * shade, c[1] * shade, c[2] * shade] });
+    refs.push({ k, light: true, c });
+    refs.push({ k, light: false, c: [c[0] * shade, c[1] * shade, c[2] * shade] });
   });
   const votes = new Array(colours.length).fill(0);
+  const lights: number[][][] = colours.map(() => [[], [], []]);
   const v = [0, 0, 0];
-  for (let i = 0; i < N; i++) {
+  for (let i = 0; i < track.length; i++) {
+    if (!track[i] || !fg[i]) continue;
     v[0] = R[i];
     v[1] = G[i];
     v[2] = B[i];
-    let best = FG_RADIUS;
+    let best = COLOUR_RADIUS;
     let pick = -1;
     for (let r = 0; r < refs.length; r++) {
       const d = dist3(v, refs[r].c);
@@ -474,10 +773,112 @@ function colourVotes(px: Pixels, colours: Array<[string, readonly number[]]>, sh
       }
     }
     if (pick < 0) continue;
-    if (cls && best + FG_MARGIN >= paletteDistance(cls, px.cell[i])) continue;
-    votes[refs[pick].k] += refs[pick].w;
+    const ref = refs[pick];
+    votes[ref.k] += ref.light ? 1 : 0.5;
+    if (ref.light) for (let c = 0; c < 3; c++) lights[ref.k][c].push(v[c]);
   }
-  return votes;
+  const seen = colours.map(([, c], k) => (lights[k][0].length >= 4 ? (lights[k].map((a) => median(a)) as Vec3) : ([...c] as Vec3)));
+  return { votes, seen };
+}
+
+/** Frame t of the track, grown by 1 px (8-neighbourhood). */
+function trackRegion(track: Uint8Array, t: number, H: number, W: number): Uint8Array {
+  const HW = H * W;
+  const region = new Uint8Array(HW);
+  for (let p = 0; p < HW; p++) {
+    if (!track[t * HW + p]) continue;
+    const y = (p / W) | 0;
+    const x = p - y * W;
+    for (let yy = Math.max(0, y - 1); yy <= Math.min(H - 1, y + 1); yy++) for (let xx = Math.max(0, x - 1); xx <= Math.min(W - 1, x + 1); xx++) region[yy * W + xx] = 1;
+  }
+  return region;
+}
+
+/** Per frame: within the track (grown by 1 px), the pixels nearer to the colour `c` or its shade than to the
+ * background model (on the pixels), labelled light (1) or dark (2); the largest 8-connected component of
+ * those with its enclosed holes filled (holes take the nearer of light and dark). */
+function trackMasks(px: Pixels, bg: BackgroundModel, track: Uint8Array, c: readonly number[], shade: number): ShapeMasks {
+  const { R, G, B, T, H, W } = px;
+  const HW = H * W;
+  const dark = [c[0] * shade, c[1] * shade, c[2] * shade];
+  const frames: Uint8Array[] = [];
+  const comps: number[][] = [];
+  const clean: Uint8Array[] = [];
+  const label = new Int32Array(HW);
+  const stack = new Int32Array(HW + 1);
+  const v = [0, 0, 0];
+  for (let t = 0; t < T; t++) {
+    const region = trackRegion(track, t, H, W);
+    const m = new Uint8Array(HW);
+    const lightOrDark = (i: number): 1 | 2 => {
+      v[0] = R[i];
+      v[1] = G[i];
+      v[2] = B[i];
+      return dist3(v, c) <= dist3(v, dark) ? 1 : 2;
+    };
+    for (let p = 0; p < HW; p++) {
+      if (!region[p]) continue;
+      const i = t * HW + p;
+      v[0] = R[i];
+      v[1] = G[i];
+      v[2] = B[i];
+      const dl = dist3(v, c);
+      const dd = dist3(v, dark);
+      if (Math.min(dl, dd) < bg.raw[i]) m[p] = dl <= dd ? 1 : 2;
+    }
+    clean.push(m);
+    const comp = largestComponent(m, H, W, label, stack);
+    const f = new Uint8Array(HW);
+    for (const p of comp) f[p] = m[p];
+    if (comp.length > 0) {
+      // fill the holes: pixels of the bounding box not reachable from its border outside the shape
+      let x0 = W, x1 = -1, y0 = H, y1 = -1;
+      for (const p of comp) {
+        const y = (p / W) | 0;
+        const x = p - y * W;
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (y < y0) y0 = y;
+        if (y > y1) y1 = y;
+      }
+      const outside = new Uint8Array(HW);
+      let sp = 0;
+      for (let y = y0; y <= y1; y++)
+        for (let x = x0; x <= x1; x++) {
+          const p = y * W + x;
+          if ((x === x0 || x === x1 || y === y0 || y === y1) && !f[p] && !outside[p]) {
+            outside[p] = 1;
+            stack[sp++] = p;
+          }
+        }
+      while (sp > 0) {
+        const p = stack[--sp];
+        const y = (p / W) | 0;
+        const x = p - y * W;
+        for (const [dx, dy] of [[1, 0], [-1, 0], [0, 1], [0, -1]]) {
+          const xx = x + dx;
+          const yy = y + dy;
+          if (xx < x0 || xx > x1 || yy < y0 || yy > y1) continue;
+          const q = yy * W + xx;
+          if (!f[q] && !outside[q]) {
+            outside[q] = 1;
+            stack[sp++] = q;
+          }
+        }
+      }
+      for (let y = y0; y <= y1; y++)
+        for (let x = x0; x <= x1; x++) {
+          const p = y * W + x;
+          if (!f[p] && !outside[p]) {
+            f[p] = lightOrDark(t * HW + p);
+            comp.push(p);
+          }
+        }
+    }
+    frames.push(f);
+    comps.push(comp);
+  }
+  return { frames, comps, clean };
 }
 
 /** Binary-mask moments of one frame's component. */
@@ -591,32 +992,53 @@ function vocabKey(v: Vocab): string {
   return JSON.stringify([v.clip, v.shapes, v.colours, v.sizes, v.motions, v.speed_px_per_frame, v.backgrounds, v.background_detail, v.patterns, v.pattern_shade]);
 }
 
-/** Rim width and clean area of one frame set (see the file header: fgArea, fgEdge). */
-function edgeStats(px: Pixels, masks: ShapeMasks, cls: ClassProto | null): { area: number; rim: number } {
-  const { T, H, W } = px;
+/** The quality's shape measurement for a caption's colour (see the file header: fgArea, fgEdge): the
+ * background model of the captioned class, the foreground track, and the shape's extent (trackMasks,
+ * with the colour as the clip renders it: the median of the track pixels that vote light for it, the
+ * vocab colour where fewer than 4 do). The clean area of a frame counts the extent's pixels within
+ * FG_RADIUS of the caption's vocab colour or its shade and not FG_MARGIN farther from it than from the
+ * background model; the rim counts the pixels within 2 px of the extent that are neither in it, nor
+ * nearer to the colour than to the background, nor within BG_RADIUS of the background model, per
+ * boundary pixel of the extent. */
+function shapeStats(px: Pixels, vocab: Vocab, colour: string, shade: number, cls: ClassProto | null): { area: number; rim: number } {
+  const { R, G, B, T, H, W } = px;
   const HW = H * W;
+  const bg = backgroundModel(px, cls);
+  const { track, fg } = foregroundTrack(bg, T, H, W);
+  const colours = Object.entries(vocab.colours) as Array<[string, readonly number[]]>;
+  const k = colours.findIndex(([name]) => name === colour);
+  const seen = trackColourVotes(px, track, fg, colours, shade).seen[k];
+  const c = colours[k][1];
+  const dark = [c[0] * shade, c[1] * shade, c[2] * shade];
+  const masks = trackMasks(px, bg, track, seen, shade);
   const areas: number[] = [];
   let trans = 0;
   let boundary = 0;
+  const v = [0, 0, 0];
   for (let t = 0; t < T; t++) {
     const f = masks.frames[t];
-    const clean = masks.clean[t];
-    areas.push(masks.comps[t].length);
-    if (masks.comps[t].length === 0) continue;
-    // boundary pixels of the component, and the ring of pixels within Chebyshev distance 2
+    const comp = masks.comps[t];
+    let clean = 0;
     const near = new Uint8Array(HW);
-    for (const p of masks.comps[t]) {
+    for (const p of comp) {
+      const i = t * HW + p;
+      v[0] = R[i];
+      v[1] = G[i];
+      v[2] = B[i];
+      const d = Math.min(dist3(v, c), dist3(v, dark));
+      if (d < FG_RADIUS && d < bg.raw[i] + FG_MARGIN) clean++;
       const y = (p / W) | 0;
       const x = p - y * W;
       if (x === 0 || y === 0 || x === W - 1 || y === H - 1 || !f[p - 1] || !f[p + 1] || !f[p - W] || !f[p + W]) boundary++;
       for (let yy = Math.max(0, y - 2); yy <= Math.min(H - 1, y + 2); yy++)
         for (let xx = Math.max(0, x - 2); xx <= Math.min(W - 1, x + 2); xx++) near[yy * W + xx] = 1;
     }
+    areas.push(clean);
+    if (comp.length === 0) continue;
     for (let p = 0; p < HW; p++) {
-      if (!near[p] || f[p] || clean[p]) continue;
+      if (!near[p] || f[p] || masks.clean[t][p]) continue;
       const i = t * HW + p;
-      const dPal = cls ? paletteDistance(cls, px.cell[i]) : Infinity;
-      if (dPal > BG_RADIUS) trans++;
+      if (bg.raw[i] > BG_RADIUS) trans++;
     }
   }
   return { area: median(areas), rim: boundary > 0 ? trans / boundary : Infinity };
@@ -640,12 +1062,20 @@ export function texturePrototypes(vocab: Vocab): TexturePrototypes {
   const classes: ClassProto[] = [];
   names.forEach((name, k) => {
     // palette: every quantised colour of PALETTE_BACKGROUNDS pure backgrounds
+    // and of their smoothed copies (the background model's second view)
     const cells = new Set<number>();
+    const smoothCells = new Set<number>();
     for (let s = 0; s < PALETTE_BACKGROUNDS; s++) {
       const bg = textureBackground(vocab, name, new Mulberry32(PROTO_SEED * 1000 + k * 100 + s));
       const N = T * H * W;
       const q = (v: number) => Math.min(63, Math.floor(Math.max(0, Math.min(255, v)) / 4));
       for (let i = 0; i < N; i++) cells.add((q(bg[i]) << 12) | (q(bg[N + i]) << 6) | q(bg[2 * N + i]));
+      const clamp = (a: Float64Array) => a.map((v) => Math.max(0, Math.min(255, v)));
+      const R = clamp(bg.subarray(0, N));
+      const G = clamp(bg.subarray(N, 2 * N));
+      const B = clamp(bg.subarray(2 * N, 3 * N));
+      const sm = smoothPixels({ R, G, B, cell: new Int32Array(N), nonFinite: 0, T, H, W });
+      for (let i = 0; i < N; i++) smoothCells.add(sm.cell[i]);
     }
     const cls: ClassProto = {
       name,
@@ -654,6 +1084,7 @@ export function texturePrototypes(vocab: Vocab): TexturePrototypes {
       temporal: { mean: 0, std: 1 },
       palette: Int32Array.from(cells),
       lut: new Float32Array(1 << 18).fill(-1),
+      smoothPalette: Int32Array.from(smoothCells),
       onPalette: 1,
     };
     classes.push(cls);
@@ -727,7 +1158,7 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
   let second = Infinity;
   let cls: ClassProto | null = null;
   for (const c of protos.classes) {
-    const d = classDistance(ring, c).rms;
+    const d = detectionDistance(ring, c);
     det.details.backgroundDistance[c.name] = d;
     if (d < best) {
       second = best;
@@ -735,14 +1166,16 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
       cls = c;
     } else if (d < second) second = d;
   }
-  if (cls && best <= MAX_BG_RMS_Z) {
+  if (cls && classDistance(ring, cls).rms <= MAX_BG_RMS_Z) {
     det.background = cls.name;
     det.confidence.background = margin(best, second);
   } else cls = null;
 
-  // 2. colour and shape masks
+  // 2. foreground track, its colour, the shape masks
   const colours = Object.entries(vocab.colours) as Array<[string, readonly number[]]>;
-  const votes = colourVotes(px, colours, shade, cls);
+  const bgm = backgroundModel(px, cls);
+  const { track, fg } = foregroundTrack(bgm, T, H, W);
+  const { votes, seen } = trackColourVotes(px, track, fg, colours, shade);
   let vBest = 0;
   let vSecond = 0;
   let ci = -1;
@@ -754,7 +1187,7 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
     } else if (v > vSecond) vSecond = v;
   });
   if (ci < 0 || vBest < 4) return det;
-  const masks = shapeMasks(px, colours[ci][1], shade, cls);
+  const masks = trackMasks(px, bgm, track, seen[ci], shade);
   const minArea = Math.max(4, Math.round(0.004 * H * W));
   const centroids: Array<[number, number] | null> = [];
   const feats: ShapeFeatures[] = [];
@@ -810,15 +1243,19 @@ export function detectTextureAdherence(clip: ClipLike, vocab: Vocab): TextureDet
 
 /** Triangles are skewed (~0.57, others ~0); among the rest, squares have a larger kurtosis along
  * the diagonals than along the axes (~0.6, circles ~0) and fill their bounding box (~1, circles
- * ~0.79): the square score is the mean of both, each scaled to 0 (circle) .. 1 (square). */
+ * ~0.79): the square score weighs both, each scaled to 0 (circle) .. 1 (square), and a square scores
+ * over SQUARE_SCORE. The kurtosis weighs more (SQUARE_KURT_WEIGHT): a soft edge cuts a square's corners,
+ * which lowers its fill much more than its kurtosis. */
 function classifyShape(f: ShapeFeatures, shapes: readonly string[]): { name: string; conf: number } {
   const TRI_SKEW = 0.3;
   if (!Number.isFinite(f.skew) || !Number.isFinite(f.fill) || !Number.isFinite(f.diagKurtosis)) return { name: UNKNOWN, conf: 0 };
   if (f.skew > TRI_SKEW && shapes.includes("triangle")) return { name: "triangle", conf: Math.min(1, (f.skew - TRI_SKEW) / TRI_SKEW) };
   const skewConf = Math.min(1, (TRI_SKEW - f.skew) / TRI_SKEW);
-  const squareness = 0.5 * (f.diagKurtosis / 0.6) + 0.5 * ((f.fill - 0.79) / 0.21);
-  const conf = Math.min(skewConf, Math.min(1, 2 * Math.abs(squareness - 0.5)));
-  if (squareness > 0.5 && shapes.includes("square")) return { name: "square", conf };
+  const SQUARE_KURT_WEIGHT = 0.7;
+  const SQUARE_SCORE = 0.4;
+  const squareness = SQUARE_KURT_WEIGHT * (f.diagKurtosis / 0.6) + (1 - SQUARE_KURT_WEIGHT) * ((f.fill - 0.79) / 0.21);
+  const conf = Math.min(skewConf, Math.min(1, 2 * Math.abs(squareness - SQUARE_SCORE)));
+  if (squareness > SQUARE_SCORE && shapes.includes("square")) return { name: "square", conf };
   if (shapes.includes("circle")) return { name: "circle", conf };
   return { name: UNKNOWN, conf: 0 };
 }
@@ -904,7 +1341,7 @@ function shapeReference(vocab: Vocab, protos: TexturePrototypes, attrs: Attrs): 
   for (let s = 0; s < FG_REF_CLIPS; s++) {
     const clip = renderTextured(vocab, attrs, new Mulberry32(FG_REF_SEED + 7919 * s));
     const px = toPixels(clip, T, H, W);
-    const e = edgeStats(px, shapeMasks(px, vocab.colours[attrs.colour], vocab.pattern_shade ?? 0.3, cls), cls);
+    const e = shapeStats(px, vocab, attrs.colour, vocab.pattern_shade ?? 0.3, cls);
     areas.push(e.area);
     if (Number.isFinite(e.rim)) rim = Math.max(rim, e.rim);
   }
@@ -973,11 +1410,12 @@ export function textureQualityParts(clip: ClipLike, vocab: Vocab, attrs: Attrs):
   const bgMotion = energyTerm(logTemporal(ring.temporal), cls.temporal);
   const onPalette = onPaletteFraction(px, cls);
   const bgPalette = Math.min(1, onPalette / (Q_PALETTE_TOL * cls.onPalette));
-  const e = edgeStats(px, shapeMasks(px, colour, shade, cls), cls);
+  const e = shapeStats(px, vocab, attrs.colour, shade, cls);
   const minArea = Math.max(4, Math.round(0.004 * H * W));
   // a caption whose shape the generator itself leaves invisible (plain white on cloud) is not scored on it
   const visible = ref.area[1] >= minArea;
-  const fgArea = !visible ? 1 : Math.max(0, Math.min(1, e.area / (Q_AREA_TOL_LO * ref.area[0]), e.area > 0 ? (Q_AREA_TOL_HI * ref.area[1]) / e.area : 0));
+  const lo = Q_AREA_TOL_LO * ref.area[0];
+  const fgArea = !visible ? 1 : Math.max(0, Math.min(1, e.area >= lo ? 1 : e.area / lo, e.area > 0 ? (Q_AREA_TOL_HI * ref.area[1]) / e.area : 0));
   const fgEdge = !visible ? 1 : Number.isFinite(e.rim) ? Math.min(1, (Q_RIM_TOL * ref.rim + Q_RIM_SLACK) / Math.max(e.rim, 1e-9)) : 0;
   const parts = { bgClass, bgDetail, bgMotion, bgPalette, fgArea, fgEdge };
   let lw = 0;
