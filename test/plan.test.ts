@@ -217,11 +217,14 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
     copyFileSync(out, join(model2, "cache_profiles", "mixcache-plans.json"));
     // the speed table: --speed S runs the stored best choice for S; an unplanned speed is a clear error
     assert.equal(stored.speeds.length, 1);
-    assert.ok(["mixcache", "fewer-steps"].includes(stored.speeds[0].cache));
+    assert.ok(["mixcache", "mixcache-plus", "fewer-steps"].includes(stored.speeds[0].cache));
+    // the table keeps the best of the measured choices on the planning prompts
+    const best = Math.max(o.fewer_steps[0].psnr, o.schedules[0].psnrMeasured, o.mixcache_plus[0].psnr);
+    assert.equal(stored.speeds[0].psnr, best);
     const fast = cli(["generate", run.prompt, "--model", model2, "--steps", "10", "--speed", "2", "--json", "--out", join(dir, "a.gif"), "--threads", "1"]);
     assert.equal(fast.status, 0, fast.stderr);
     const fj = JSON.parse(fast.stdout.trim());
-    assert.equal(fj.cache, stored.speeds[0].cache === "mixcache" ? "mixcache-planned-x2" : "fewer-steps-x2");
+    assert.equal(fj.cache, ({ mixcache: "mixcache-planned-x2", "mixcache-plus": "mixcache+-planned-x2", "fewer-steps": "fewer-steps-x2" } as Record<string, string>)[stored.speeds[0].cache]);
     const unplanned = cli(["generate", run.prompt, "--model", model2, "--steps", "10", "--speed", "3", "--out", join(dir, "b.gif")]);
     assert.equal(unplanned.status, 2);
     assert.match(unplanned.stderr, /no speed table entry for 3x at 10 steps[\s\S]*mixcache plan --targets 3 --steps 10 --save/);

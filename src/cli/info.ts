@@ -4,6 +4,8 @@ import { dimOf } from "../models/wan/config.ts";
 import { estimateMemory, humanBytes } from "../models/wan/memory.ts";
 import { estimatePipelineMemory } from "../models/wan-pipeline.ts";
 import { helpText, parseArgs, type Command } from "./args.ts";
+import { readProfile } from "../cache/profiles.ts";
+import type { PlanProfile } from "../cache/strategies/mixcache.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, humanCount, noPositionals } from "./common.ts";
 
 const FLAGS = [MODEL_FLAG, JSON_FLAG, HELP_FLAG];
@@ -35,7 +37,11 @@ export const infoCommand: Command = {
           error: x.error ? x.error.message.split("\n")[0] : null, fix: x.error?.fix ?? null,
         }))
       : null;
+    // what `mixcache plan --save` stored: the speed table (--speed S) and the planned schedules
+    const plans = readProfile<PlanProfile>(m.profilesDir, "mixcache-plans");
+    const speeds = plans?.speeds ?? [];
     const out = {
+      speeds, planned: plans ? plans.schedules.map((x) => ({ steps: x.steps, target: x.target, grans: x.grans, speedup: x.speedup, psnr: x.psnrMeasured })) : [],
       name: m.name, dir: m.dir, layout: m.layout, family: "wan2.1", config: c, width: dimOf(c), parameters: m.parameters,
       latent: lat, video: m.video, tokens: L, text_tokens: S, defaults: m.defaults, text_encoder: m.hasTextEncoder,
       components, missing: p?.missing ?? null, capabilities: p?.capabilities ?? null,
@@ -79,6 +85,9 @@ export const infoCommand: Command = {
       pmem
         ? `memory      about ${humanBytes(pmem.total)} at the largest stage, ${pmem.stage} (transformer weights ${humanBytes(pmem.weights)}; then the largest of text encoder ${humanBytes(pmem.text)}, denoising ${humanBytes(pmem.denoise)}, VAE decode ${humanBytes(pmem.decode)})`
         : mem ? `memory      about ${humanBytes(mem.total)} (weights ${humanBytes(mem.weights)}, largest stage ${mem.stage} ${humanBytes(mem.activations)}, held tensors ${humanBytes(mem.state)}, threads ${humanBytes(mem.threads)})` : "",
+      speeds.length
+        ? `--speed     ${speeds.map((x) => `${x.target}x -> ${x.cache === "fewer-steps" ? "fewer steps" : `planned ${x.cache}`} (${x.psnr.toFixed(1)} dB at ${x.steps} steps)`).join(", ")}  [mixcache plan]`
+        : "--speed     no speed table (run `mixcache plan --save` for this model)",
     ].filter(Boolean);
     process.stdout.write(lines.join("\n") + "\n");
     return 0;

@@ -108,13 +108,16 @@ export const planCommand: Command = {
       const fresh: PlannedSchedule[] = r.results.map((x) => ({
         steps, target: x.target, plan: x.plan, speedup: x.speedup, grans: x.grans, psnrPredicted: x.psnrPredicted, psnrMeasured: x.psnrMeasured,
       }));
-      // the speed table: per target, the better of the planned hybrid and plain fewer steps
+      // the speed table: per target, the best of the planned hybrid followed by MixCache or
+      // MixCache+ (first-order reuse) and plain fewer steps, on the planning prompts
       const speeds: SpeedChoice[] = [];
       for (const fs of r.fewerSteps) {
+        const cands: SpeedChoice[] = [{ steps, target: fs.target, cache: "fewer-steps", options: { speedup: fs.target }, psnr: fs.psnr, speedup: fs.speedup }];
         const planned = r.results.find((x) => x.target === fs.target && x.grans.split(",").length > 1);
-        speeds.push(planned && planned.psnrMeasured >= fs.psnr
-          ? { steps, target: fs.target, cache: "mixcache", options: { schedule: "planned", target_speedup: fs.target }, psnr: planned.psnrMeasured, speedup: planned.speedup }
-          : { steps, target: fs.target, cache: "fewer-steps", options: { speedup: fs.target }, psnr: fs.psnr, speedup: fs.speedup });
+        if (planned) cands.push({ steps, target: fs.target, cache: "mixcache", options: { schedule: "planned", target_speedup: fs.target }, psnr: planned.psnrMeasured, speedup: planned.speedup });
+        const plus = r.plus.find((x) => x.target === fs.target);
+        if (plus) cands.push({ steps, target: fs.target, cache: "mixcache-plus", options: { schedule: "planned", target_speedup: fs.target }, psnr: plus.psnr, speedup: plus.speedup });
+        speeds.push(cands.reduce((a, b) => (b.psnr > a.psnr ? b : a)));
       }
       const old = f.save && existsSync(out) ? readProfile<PlanProfile>(info.profilesDir, "mixcache-plans") : null;
       const same = (p: { steps: number; target: number; grans?: string }, q: { steps: number; target: number; grans?: string }) => p.steps === q.steps && p.target === q.target && p.grans === q.grans;
@@ -129,14 +132,15 @@ export const planCommand: Command = {
       };
       writeFileAtomic(out, JSON.stringify(profile, null, 1) + "\n");
       if (f.json) {
-        process.stdout.write(JSON.stringify({ model: model.name, path: out, prompts, seeds, steps, seconds: r.seconds, schedules: r.results, infeasible: r.infeasible, fewer_steps: r.fewerSteps, online: r.online, speeds }) + "\n");
+        process.stdout.write(JSON.stringify({ model: model.name, path: out, prompts, seeds, steps, seconds: r.seconds, schedules: r.results, infeasible: r.infeasible, fewer_steps: r.fewerSteps, online: r.online, mixcache_plus: r.plus, speeds }) + "\n");
       } else {
         const lines = r.results.map((x) =>
           `  x${String(x.target).padEnd(4)} ${x.grans.padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnrMeasured.toFixed(2)} dB (DP ${x.dpPsnr.toFixed(2)}, predicted ${x.psnrPredicted.toFixed(2)})  ${describePlan(x.plan)}`);
         for (const x of r.infeasible) lines.push(`  x${String(x.target).padEnd(4)} ${x.set.padEnd(15)} cannot reach this speed (${x.reason})`);
         for (const x of r.fewerSteps) lines.push(`  x${String(x.target).padEnd(4)} ${"fewer-steps".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB`);
         for (const x of r.online) lines.push(`  x${String(x.target).padEnd(4)} ${"online mixcache".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB`);
-        lines.push(`  speed table (--speed S): ${speeds.map((x) => `x${x.target} -> ${x.cache === "mixcache" ? "planned mixcache" : "fewer steps"} (${x.psnr.toFixed(2)} dB)`).join(", ")}`);
+        for (const x of r.plus) lines.push(`  x${String(x.target).padEnd(4)} ${"mixcache+ plan".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB  (first-order reuse along the hybrid schedule)`);
+        lines.push(`  speed table (--speed S): ${speeds.map((x) => `x${x.target} -> ${x.cache === "fewer-steps" ? "fewer steps" : `planned ${x.cache}`} (${x.psnr.toFixed(2)} dB)`).join(", ")}`);
         process.stdout.write(`${lines.join("\n")}\n  ${prompts.length} prompt(s) x ${seeds.length} seed(s), ${steps} steps, in ${fmtTime(r.seconds)}\n  wrote ${out}\n`);
       }
       return 0;

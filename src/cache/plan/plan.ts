@@ -251,6 +251,8 @@ export interface PlanOutcome {
   fewerSteps: Array<{ target: number; psnr: number; speedup: number }>;
   /** online MixCache (target_speedup) on the same prompts: what planning adds */
   online: Array<{ target: number; psnr: number; speedup: number }>;
+  /** MixCache+ (first-order reuse) following each target's hybrid schedule */
+  plus: Array<{ target: number; psnr: number; speedup: number }>;
   seconds: number;
 }
 
@@ -275,7 +277,12 @@ export async function planSchedules(o: PlanOptions): Promise<PlanOutcome> {
         else throw e;
       }
     }
-  return { tables, results, infeasible, fewerSteps, online, seconds: (performance.now() - t0) / 1000 };
+  const plus: Array<{ target: number; psnr: number; speedup: number }> = [];
+  for (const x of results) {
+    if (x.grans.split(",").length < 2 && (o.sets ?? ["hybrid"]).includes("hybrid")) continue;
+    plus.push({ target: x.target, ...(await measureCache(o, tables, "mixcache-plus", { plan: x.plan, fn: o.fn ?? 1, bn: o.bn ?? 1 })) });
+  }
+  return { tables, results, infeasible, fewerSteps, online, plus, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** A schedule as counts per action, e.g. "22 F, 20 S, 8 B". */

@@ -97,7 +97,7 @@ export interface PlannedSchedule {
 export interface SpeedChoice {
   steps: number;
   target: number;
-  cache: "mixcache" | "fewer-steps";
+  cache: "mixcache" | "mixcache-plus" | "fewer-steps";
   options: Record<string, string | number>;
   psnr: number;
   speedup: number;
