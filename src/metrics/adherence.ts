@@ -21,7 +21,7 @@
  */
 import type { Attrs, Vocab } from "../data/shapes.ts";
 import { median, select } from "../tensor/stats.ts";
-import { attributeRates, CentralMoments, checkClipDims, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
+import { attributeRates, CentralMoments, checkClipDims, componentBBox, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
 
 export { NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures };
 
@@ -115,18 +115,7 @@ interface FrameMoments {
 
 /** Alpha-weighted moments of a frame (alpha is zero outside the component's support; the bbox grown by `grow` px bounds the loops). */
 function frameMoments(alpha: Float64Array, comp: number[], H: number, W: number, grow = 1): FrameMoments | null {
-  let x0 = W;
-  let x1 = -1;
-  let y0 = H;
-  let y1 = -1;
-  for (const p of comp) {
-    const y = (p / W) | 0;
-    const x = p - y * W;
-    if (x < x0) x0 = x;
-    if (x > x1) x1 = x;
-    if (y < y0) y0 = y;
-    if (y > y1) y1 = y;
-  }
+  let [x0, x1, y0, y1] = componentBBox(comp, H, W);
   x0 = Math.max(0, x0 - grow);
   y0 = Math.max(0, y0 - grow);
   x1 = Math.min(W - 1, x1 + grow);

@@ -230,3 +230,17 @@ export function attributeRates<K extends string>(
   out.mean = scored.reduce((m, k) => m + out[k], 0) / scored.length;
   return rates;
 }
+
+/** Bounding box [x0, x1, y0, y1] of a component's pixel indices (x1 < x0 for an empty one). */
+export function componentBBox(comp: readonly number[], H: number, W: number): [number, number, number, number] {
+  let x0 = W, x1 = -1, y0 = H, y1 = -1;
+  for (const p of comp) {
+    const y = (p / W) | 0;
+    const x = p - y * W;
+    if (x < x0) x0 = x;
+    if (x > x1) x1 = x;
+    if (y < y0) y0 = y;
+    if (y > y1) y1 = y;
+  }
+  return [x0, x1, y0, y1];
+}

@@ -98,7 +98,7 @@ import { MixCacheError } from "../errors.ts";
 import { allCombos, Mulberry32, type Attrs, type Vocab } from "../data/shapes.ts";
 import { renderTextured, textureBackground } from "../data/textures.ts";
 import { sampleClip } from "../data/datasets.ts";
-import { attributeRates, CentralMoments, checkClipDims, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
+import { attributeRates, CentralMoments, checkClipDims, componentBBox, dist3, fitMotion, largestComponent, medianFeatures, NO_MOTION, UNKNOWN, type ClipLike, type ShapeFeatures } from "./shape-features.ts";
 import { median } from "../tensor/stats.ts";
 
 export { NO_MOTION, UNKNOWN };
@@ -832,15 +832,7 @@ function trackMasks(px: Pixels, bg: BackgroundModel, track: Uint8Array, c: reado
     for (const p of comp) f[p] = m[p];
     if (comp.length > 0) {
       // fill the holes: pixels of the bounding box not reachable from its border outside the shape
-      let x0 = W, x1 = -1, y0 = H, y1 = -1;
-      for (const p of comp) {
-        const y = (p / W) | 0;
-        const x = p - y * W;
-        if (x < x0) x0 = x;
-        if (x > x1) x1 = x;
-        if (y < y0) y0 = y;
-        if (y > y1) y1 = y;
-      }
+      const [x0, x1, y0, y1] = componentBBox(comp, H, W);
       const outside = new Uint8Array(HW);
       let sp = 0;
       for (let y = y0; y <= y1; y++)

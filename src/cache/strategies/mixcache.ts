@@ -25,6 +25,7 @@ import type { BlockRunner, Branch, BranchCtx, CacheReport, CacheStrategy, Hooks,
 import { ConfigError } from "../../errors.ts";
 import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
 import { LETTER_ACTION, planSegments } from "../plan/dp.ts";
+import { sha256 } from "../../util/hash.ts";
 
 export interface MixCacheProfile {
   meta: ProfileMeta & { eps: number; mode?: string; grid: number[] };
@@ -118,7 +119,7 @@ function findPlanned(profile: PlanProfile | null, steps: number, target: number,
 
 function tagOf(c: MixCacheConfig, budget: number): string {
   let t = c.order === 1 ? "mixcache+" : "mixcache";
-  if (c.plan) return `${t}-plan-${planDigest(c.plan)}-F${c.fn}B${c.bn}`;
+  if (c.plan) return `${t}-plan-${c.plan.length}s${sha256(c.plan, 6)}-F${c.fn}B${c.bn}`;
   if (c.schedule === "planned") {
     const tgt = c.target_speedup > 0 ? c.target_speedup : PRESETS[c.preset].target;
     return `${t}-planned-x${fmt(tgt)}${c.only !== "all" ? `-only${c.only}` : ""}`;
@@ -137,13 +138,6 @@ function tagOf(c: MixCacheConfig, budget: number): string {
   if (c.choose === "error") abl.push("argminP");
   if (abl.length) t += "-" + abl.join("-");
   return t;
-}
-
-/** A short stable digest of a schedule string (FNV-1a), for tags. */
-function planDigest(plan: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < plan.length; i++) h = Math.imul(h ^ plan.charCodeAt(i), 0x01000193) >>> 0;
-  return `${plan.length}s${h.toString(16).padStart(8, "0").slice(0, 6)}`;
 }
 
 /** Nearest-neighbour resample of a per-step curve to `n` steps. */
