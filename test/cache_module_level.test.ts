@@ -7,7 +7,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { makeCache } from "../src/cache/registry.ts";
 import type { Branch, BranchCtx, RunInfo, StepInfo, AttachedCache } from "../src/pipeline/hooks.ts";
-import type { ModuleKind } from "../src/models/wan/model.ts";
+import { WAN_BLOCK, type ModuleKind } from "../src/models/wan/model.ts";
+import type { ModuleDecl } from "../src/models/family.ts";
+
+/** Wan's module declaration by name. */
+const decl = (kind: ModuleKind): ModuleDecl => WAN_BLOCK.modules.find((m) => m.name === kind)!;
 import { fft, fft2, ifft, ifft2, lowFrequencyMask } from "../src/tensor/fft.ts";
 import { addBands, deltaSpectrum, fasterCacheExtrapolate, splitBands } from "../src/cache/strategies/fastercache.ts";
 import type { LatentShape } from "../src/models/types.ts";
@@ -29,12 +33,12 @@ function stepInfo(index: number, count: number, timestep: number): StepInfo {
 }
 
 function ctxFor(step: StepInfo, branch: Branch, latent = new Float32Array(8), condVelocity?: Float32Array): BranchCtx {
-  return { step, branch, numBlocks: 1, latent, time: { temb: new Float32Array(D), tproj: new Float32Array(6 * D) }, condVelocity };
+  return { step, branch, numBlocks: 1, blocks: [WAN_BLOCK], latent, time: { temb: new Float32Array(D), tproj: new Float32Array(6 * D) }, condVelocity };
 }
 
 function runInfo(count: number, extra: Record<string, unknown> = {}): RunInfo {
   return {
-    steps: count, shape: { channels: 1, frames: 1, height: 1, width: 8 }, cfg: true, numBlocks: 1, latentSize: 8, hiddenSize: TOKENS * D,
+    steps: count, shape: { channels: 1, frames: 1, height: 1, width: 8 }, cfg: true, numBlocks: 1, blocks: [WAN_BLOCK], latentSize: 8, macs: { time: 0, patch: 0, branchIn: 0, module: [[1, 1, 1]], head: 0, prompt: 0 },
     timesteps: Float64Array.from(timesteps(count)), sigmas: new Float64Array(count + 1), ...extra,
   } as RunInfo;
 }
@@ -58,14 +62,14 @@ function fakeModule(value: (step: number, j: number) => number, n = TOKENS * D) 
 }
 
 /** Drive one module kind of block 0 (cond branch) through `count` steps; returns outputs per step. */
-async function driveModule(att: AttachedCache, kind: ModuleKind, count: number, mod: ReturnType<typeof fakeModule>, ts = timesteps(count)) {
+async function driveModule(att: AttachedCache, kind: ModuleKind, count: number, mod_: ReturnType<typeof fakeModule>, ts = timesteps(count)) {
   const outs: Float32Array[] = [];
   const h = new Float32Array(TOKENS * D);
   att.hooks.beginRun?.(runInfo(count));
   for (let i = 0; i < count; i++) {
     const step = stepInfo(i, count, ts[i]);
     att.hooks.beginStep?.(step, new Float32Array(8));
-    outs.push(await att.hooks.module!(ctxFor(step, "cond"), 0, kind, h, mod.at(i)));
+    outs.push(await att.hooks.module!(ctxFor(step, "cond"), 0, decl(kind), h, mod_.at(i)));
     att.hooks.endStep?.(step, { velocity: new Float32Array(8), cond: new Float32Array(8), uncond: null, latent: new Float32Array(8) });
   }
   return outs;
@@ -345,7 +349,7 @@ test("fastercache: the exact options return every computed tensor itself; tags a
   for (let i = 0; i < 8; i++) {
     const step = stepInfo(i, 8, 500 - i);
     const r = new Float32Array(TOKENS * D).fill(i);
-    assert.equal(await att.hooks.module!(ctxFor(step, "cond"), 0, "sa", h, async () => r), r);
+    assert.equal(await att.hooks.module!(ctxFor(step, "cond"), 0, decl("sa"), h, async () => r), r);
     const v = rand(NLAT, i);
     assert.equal(await att.hooks.branch!(ctxFor(step, "uncond", new Float32Array(NLAT), rand(NLAT, 9)), async () => v), v);
   }
@@ -414,7 +418,7 @@ test("fora: full every N steps, the N - 1 steps between reuse the cached outputs
     att.hooks.beginStep?.(step, new Float32Array(8));
     for (const branch of ["cond", "uncond"] as const)
       for (const kind of ["sa", "ca", "ffn"] as const) {
-        const out = await att.hooks.module!(ctxFor(step, branch), 0, kind, h, async () => {
+        const out = await att.hooks.module!(ctxFor(step, branch), 0, decl(kind), h, async () => {
           ran.push(`${branch}.${kind}.${i}`);
           return new Float32Array(TOKENS * D).fill(branch === "cond" ? i : -i);
         });

@@ -13,6 +13,7 @@ import type { Branch, BranchCtx, RunInfo, AttachedCache } from "../src/pipeline/
 import { ConfigError } from "../src/errors.ts";
 import { nearestInterp, tokenNormRatio } from "../src/cache/strategies/magcache.ts";
 import { tempDir } from "./support/tmp.ts";
+import { WAN_BLOCK } from "../src/models/wan/model.ts";
 
 const D = 4; // model width (temb length)
 const TOKENS = 3;
@@ -22,13 +23,14 @@ const X = 6; // latent size
 function ctx(index: number, count: number, branch: Branch, numBlocks = 4, latent = new Float32Array(X)): BranchCtx {
   return {
     step: { index, count, timestep: 1000 * (1 - index / count), sigma: 1 - index / count, sigmaNext: 1 - (index + 1) / count, guidance: 5, cfg: true },
-    branch, numBlocks, latent,
+    branch, numBlocks, blocks: Array.from({ length: numBlocks }, () => WAN_BLOCK), latent,
     time: { temb: new Float32Array(D), tproj: new Float32Array(6 * D) },
   };
 }
 
 function runInfo(steps: number, numBlocks = 4): RunInfo {
-  return { steps, macs: { time: 0, patch: 0, text: 0, kv: 0, sa: 1, ca: 1, ffn: 1, head: 0 }, shape: { channels: 1, frames: 1, height: 1, width: X }, cfg: true, numBlocks, latentSize: X, hiddenSize: H, timesteps: new Float64Array(steps), sigmas: new Float64Array(steps + 1) };
+  const blocks = Array.from({ length: numBlocks }, () => WAN_BLOCK);
+  return { steps, macs: { time: 0, patch: 0, branchIn: 0, module: blocks.map(() => [1, 1, 1]), head: 0, prompt: 0 }, shape: { channels: 1, frames: 1, height: 1, width: X }, cfg: true, numBlocks, blocks, latentSize: X, timesteps: new Float64Array(steps), sigmas: new Float64Array(steps + 1) };
 }
 
 /** Fake transformer body: block b at the current step adds delta(step, b, branch) to every element. */

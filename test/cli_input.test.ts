@@ -105,8 +105,8 @@ test("memory: a latent that cannot fit is refused with the estimate before any w
   const small = estimateMemory(c, { channels: 3, frames: 3, height: 32, width: 32 }, 1);
   const big = estimateMemory(c, { channels: 3, frames: 3, height: 64, width: 64 }, 1);
   assert.equal(big.tokens, 4 * small.tokens);
-  assert.equal(big.stage, "sa");
-  assert.ok(big.activations > 10 * small.activations, "self-attention grows with the square of the tokens");
+  // MultiHeadAttention holds no [H, L, L] scores: the largest stage grows linearly with the tokens
+  assert.ok(Math.abs(big.activations / small.activations - 4) < 0.1, `activations ${big.activations} vs ${small.activations}`);
   assert.equal(estimateMemory(c, { channels: 3, frames: 3, height: 8, width: 8 }, 1).stage, "ca", "few tokens: cross-attention over 512 text tokens is the largest");
   assert.equal(estimateMemory(c, { channels: 3, frames: 3, height: 32, width: 32 }, 4).threads, 4 * small.threads);
   assert.throws(() => checkMemory(c, { channels: 3, frames: 3, height: 8, width: 8 }, { threads: 1, available: 1000 }),
@@ -114,16 +114,16 @@ test("memory: a latent that cannot fit is refused with the estimate before any w
   assert.equal(checkMemory(c, { channels: 3, frames: 3, height: 32, width: 32 }, { threads: 1 }).total, small.total);
 
   const out = join(tmp(), "x.gif");
-  const dir = brokenWeightsModel((d) => editJson(join(d, "mixcache.json"), (o) => (o.latent = { channels: 3, frames: 8, height: 2048, width: 2048 })));
+  const dir = brokenWeightsModel((d) => editJson(join(d, "mixcache.json"), (o) => (o.latent = { channels: 3, frames: 1024, height: 2048, width: 2048 })));
   const r = await cli(["generate", PROMPT, "--model", dir, "--steps", "2", "--out", out]);
   assert.equal(r.code, 1, r.err);
-  assert.match(r.err, /latent 3x8x2048x2048 \(8,388,608 tokens\) needs about [\d.]+ PiB, more than the .* available/);
+  assert.match(r.err, /latent 3x1024x2048x2048 \([\d,]+ tokens\) needs about [\d.]+ TiB, more than the .* available/);
   assert.match(r.err, /fix: use a smaller latent/);
   assert.ok(!existsSync(out));
   // the estimate is also printed by info (which loads nothing)
   const info = await cli(["info", "--model", dir, "--json"]);
   assert.equal(info.code, 0, info.err);
-  assert.ok(JSON.parse(info.out).memory_estimate_bytes.total > 1e15);
+  assert.ok(JSON.parse(info.out).memory_estimate_bytes.total > 1e12);
 });
 
 test("options: seeds, threads and every integer are plain decimal and in range, at parse time", async () => {
@@ -301,7 +301,7 @@ test("API: a cache made without a model folder reads the model's own profiles; m
   rmSync(join(bare, "text_encoder"), { recursive: true });
   const mb = await loadModel(bare, { threads: 1 });
   try {
-    const emb = { data: new Float32Array(4 * mb.config.text_dim), tokens: 4 };
+    const emb = { data: new Float32Array(4 * mb.dims.textDim), tokens: 4 };
     await assert.rejects(generate({ model: mb, textEmbedding: emb, steps: 2, guidance: 4 }), (e: MixCacheError) => /negativeEmbedding is missing/.test(e.message) && /guidance: 1/.test(e.fix ?? ""));
     await assert.rejects(generate({ model: mb, prompt: PROMPT, steps: 2 }), /textEmbedding is missing/);
     const ok = await generate({ model: mb, textEmbedding: emb, negativeEmbedding: emb, steps: 2 });
@@ -325,4 +325,25 @@ test("CLI: --json carries the cache's warnings and counters; --version; did you 
   const typo = await cli(["genrate", PROMPT]);
   assert.equal(typo.code, 2);
   assert.match(typo.err, /unknown command "genrate" \(did you mean generate\?\)/);
+});
+
+test("--device: an unknown device and a CUDA provider that is not installed are refused before any weight loads, naming the fix", async () => {
+  const dir = brokenWeightsModel();
+  const out = join(tmp(), "x.gif");
+  const bad = await cli(["generate", PROMPT, "--model", dir, "--device", "tpu", "--out", out]);
+  assert.equal(bad.code, 2, bad.err);
+  assert.match(bad.err, /unknown device "tpu"/);
+  assert.match(bad.err, /fix: use one of: cpu, cuda/);
+  const { existsSync: has } = await import("node:fs");
+  const { createRequire } = await import("node:module");
+  const root = join(createRequire(import.meta.url).resolve("onnxruntime-node/package.json"), "..");
+  const cudaInstalled = ["v3", "v6"].some((v) => has(join(root, "bin", `napi-${v}`, process.platform, process.arch, "libonnxruntime_providers_cuda.so")));
+  if (!cudaInstalled) {
+    const cuda = await cli(["generate", PROMPT, "--model", dir, "--device", "cuda", "--out", out]);
+    assert.equal(cuda.code, 2, cuda.err);
+    assert.match(cuda.err, /CUDA execution provider is not installed \(libonnxruntime_providers_cuda\.so is not in /);
+    assert.match(cuda.err, /ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci/);
+    await assert.rejects(loadModel(dir, { device: "cuda" }), /CUDA execution provider is not installed/);
+  }
+  assert.ok(!existsSync(out));
 });

@@ -5,6 +5,7 @@
  * step. Tolerance: max |diff| <= 2e-4 x (1 + max |ref|) (fp32 on both sides, different kernels
  * and summation orders). Needs no PyTorch.
  */
+import type { WanModel } from "../src/models/wan/model.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
@@ -38,7 +39,7 @@ test(`the runtime matches the PyTorch golden file of the shipped ${name} model`,
   const g = (k: string) => gf.readF32(k);
   const model = await loadModel(dir, { threads: 1 });
   try {
-    const tm = model.transformer;
+    const tm = model.transformer as WanModel;
     const meta = gf.metadata;
     const ids = g("input.text_ids");
     const prompt = meta.prompt;
@@ -61,14 +62,14 @@ test(`the runtime matches the PyTorch golden file of the shipped ${name} model`,
     const tok = await tm.patch(gs, x);
     check("patch tokens", tok, g("patch.tokens"));
     const kv = await tm.crossKV(0, ctx, emb.tokens);
-    const sa = await tm.module("sa", 0, gs, tok, time.tproj, kv, emb.tokens);
+    const sa = await tm.runModule("sa", 0, gs, tok, time.tproj, kv, emb.tokens);
     check("block0 sa", sa, g("block0.sa"));
     const h1 = tok.map((v, i) => v + sa[i]);
-    const ca = await tm.module("ca", 0, gs, h1, time.tproj, kv, emb.tokens);
+    const ca = await tm.runModule("ca", 0, gs, h1, time.tproj, kv, emb.tokens);
     check("block0 ca", ca, g("block0.ca"));
     const h2 = h1.map((v, i) => v + ca[i]);
-    check("block0 ffn", await tm.module("ffn", 0, gs, h2, time.tproj, kv, emb.tokens), g("block0.ffn"));
-    check("head", await tm.head(gs, g("input.hidden"), time.temb), g("head.v"));
+    check("block0 ffn", await tm.runModule("ffn", 0, gs, h2, time.tproj, kv, emb.tokens), g("block0.ffn"));
+    check("head", await tm.runHead(gs, g("input.hidden"), time.temb), g("head.v"));
     // full forward per branch through the same stage calls the pipeline makes
     const forward = async (e: typeof emb) => {
       const c = await tm.text(e.data, e.tokens);
@@ -76,11 +77,11 @@ test(`the runtime matches the PyTorch golden file of the shipped ${name} model`,
       for (let i = 0; i < tm.config.num_layers; i++) {
         const kvi = await tm.crossKV(i, c, e.tokens);
         for (const m of ["sa", "ca", "ffn"] as const) {
-          const r = await tm.module(m, i, gs, h, time.tproj, kvi, e.tokens);
+          const r = await tm.runModule(m, i, gs, h, time.tproj, kvi, e.tokens);
           h = h.map((v, j) => v + r[j]);
         }
       }
-      return tm.head(gs, h, time.temb);
+      return tm.runHead(gs, h, time.temb);
     };
     const vc = await forward(emb);
     const vu = await forward(empty);

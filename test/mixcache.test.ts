@@ -83,13 +83,20 @@ test("scheduler: error budget, run length, and the interval halving at delta2 / 
 });
 
 test("action costs follow the analytic MACs", () => {
-  const m = { time: 0, patch: 0, sa: 10, ca: 5, ffn: 5, head: 0 };
-  const c = actionCosts(m, 8, 1, 1, true);
+  const m = { time: 0, patch: 0, branchIn: 0, module: Array.from({ length: 8 }, () => [10, 5, 5]), head: 0, prompt: 0 };
+  const c = actionCosts(m, 1, 1, true);
   assert.equal(c.full, 1);
   assert.equal(c.step, 0);
   assert.equal(c.cfg, 0.5);
   assert.equal(c.block, 0.25);
   assert.deepEqual(resample([1, 2, 3], 5), [1, 2, 2, 3, 3]);
+  // blocks of different cost (an MMDiT family: double then single blocks) and a per-branch input
+  const h = { time: 2, patch: 2, branchIn: 3, module: [[10, 10], [10, 10], [5], [5]], head: 1, prompt: 0 };
+  const full = 4 + 2 * (50 + 4); // 112
+  const hc = actionCosts(h, 1, 1, true);
+  assert.equal(hc.step, (4 + 2 * 4) / full);
+  assert.equal(hc.cfg, (4 + 50 + 4) / full);
+  assert.equal(hc.block, (4 + 2 * (20 + 5 + 4)) / full);
 });
 
 test("mixcache on a model: boundary steps (every I large) are never cached, the tail is always computed", async () => {

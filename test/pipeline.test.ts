@@ -1,3 +1,4 @@
+import type { WanConfig } from "../src/models/wan/config.ts";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { loadModel } from "../src/models/load.ts";
@@ -33,7 +34,7 @@ test("generate: same prompt, seed and settings reproduce bit for bit; accounting
     assert.ok(a.video.data.every(Number.isFinite));
     const s = a.stats;
     const L = 3 * 4 * 4;
-    assert.equal(s.macsFull, 6 * stepMacs(model.config, L, 10, true));
+    assert.equal(s.macsFull, 6 * stepMacs(model.config as WanConfig, L, 10, true));
     assert.equal(s.macsExecuted, s.macsFull);
     assert.equal(s.computeSpeedup, 1);
     assert.deepEqual(s.computed, { branches: 12, blocks: 48, modules: 144, modulesByKind: { sa: 48, ca: 48, ffn: 48 } });
@@ -46,7 +47,7 @@ test("generate: same prompt, seed and settings reproduce bit for bit; accounting
     // guidance 1 runs one branch
     const g1 = await generate({ model, prompt: PROMPT, seed: 3, steps: 2, guidance: 1 });
     assert.equal(g1.stats.computed.branches, 2);
-    assert.equal(g1.stats.macsFull, 2 * stepMacs(model.config, L, 10, false));
+    assert.equal(g1.stats.macsFull, 2 * stepMacs(model.config as WanConfig, L, 10, false));
   } finally {
     await model.release();
   }

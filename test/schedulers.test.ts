@@ -327,3 +327,24 @@ test("bad options throw ConfigError with a fix hint", () => {
   assert.equal(makeSampler("euler", { steps: 1000, shift: 3, order: 1 }).timesteps.length, 1000);
   assert.equal(makeSampler("unipc", { steps: 1, shift: 0.5 }).order, 2);
 });
+
+test("HunyuanVideo grid: euler with linear sigmas at shift 7 for 50 steps follows s' = 7s / (1 + 6s), s = 1 - i/50", () => {
+  const s = makeSampler("euler", { steps: 50, shift: 7, sigmas: "linear" });
+  assert.equal(s.sigmas.length, 51);
+  assert.equal(s.sigmas[0], 1);
+  assert.equal(s.timesteps[0], 1000);
+  assert.equal(s.sigmas[50], 0);
+  let maxDiff = 0;
+  for (let i = 0; i < 50; i++) {
+    const base = 1 - i / 50;
+    const want = (7 * base) / (1 + 6 * base); // float64 reference formula
+    maxDiff = Math.max(maxDiff, Math.abs(s.sigmas[i] - want), Math.abs(s.timesteps[i] / 1000 - want));
+    assert.equal(s.sigmas[i], Math.fround(s.sigmas[i]), "sigmas are float32 values");
+  }
+  console.log(`linear euler grid, shift 7, 50 steps: max |sigma - formula| = ${maxDiff.toExponential(2)} (tolerance 1e-6, float32)`);
+  assert.ok(maxDiff < 1e-6);
+  // the last sampled sigma is 7 * 0.02 / 1.12 = 0.125: HunyuanVideo's large shift keeps steps at high noise
+  assert.ok(Math.abs(s.sigmas[49] - 0.125) < 1e-6);
+  assert.throws(() => makeSampler("unipc", { steps: 50, shift: 7, sigmas: "linear" }), /linear sigma schedule/);
+  assert.throws(() => makeSampler("euler", { steps: 50, shift: 7, sigmas: "cosine" as never }), /unknown sigma schedule/);
+});

@@ -53,24 +53,24 @@ for (const [label, overrides, latent] of [
 
     // module by module on the same inputs (ONNX tokens fed to both sides)
     const kv = await model.crossKV(0, ctx, S);
-    check("block0 sa", await model.module("sa", 0, g, tok, time.tproj, kv, S), refSA(config, w, 0, tok, time.tproj, rg));
-    check("block0 ca", await model.module("ca", 0, g, tok, time.tproj, kv, S), refCA(config, w, 0, tok, ctx, g.L, S));
-    check("block0 ffn", await model.module("ffn", 0, g, tok, time.tproj, kv, S), refFFN(config, w, 0, tok, time.tproj, g.L));
+    check("block0 sa", await model.runModule("sa", 0, g, tok, time.tproj, kv, S), refSA(config, w, 0, tok, time.tproj, rg));
+    check("block0 ca", await model.runModule("ca", 0, g, tok, time.tproj, kv, S), refCA(config, w, 0, tok, ctx, g.L, S));
+    check("block0 ffn", await model.runModule("ffn", 0, g, tok, time.tproj, kv, S), refFFN(config, w, 0, tok, time.tproj, g.L));
     const hx = randomArray(g.L * D, r);
-    check("head", await model.head(g, hx, time.temb), refHead(config, w, hx, time.temb, rg));
+    check("head", await model.runHead(g, hx, time.temb), refHead(config, w, hx, time.temb, rg));
 
     // end to end: ONNX stages chained vs the reference forward
     let h = tok;
     for (let i = 0; i < config.num_layers; i++) {
       const kvi = await model.crossKV(i, ctx, S);
       for (const m of ["sa", "ca", "ffn"] as const) {
-        const res = await model.module(m, i, g, h, time.tproj, kvi, S);
+        const res = await model.runModule(m, i, g, h, time.tproj, kvi, S);
         const nh = new Float32Array(h.length);
         for (let j = 0; j < h.length; j++) nh[j] = h[j] + res[j];
         h = nh;
       }
     }
-    const v = await model.head(g, h, time.temb);
+    const v = await model.runHead(g, h, time.temb);
     check("full forward", v, refForward(config, w, x, F, H, W, t, text, S));
     console.log(`  parity (${label}): ${worst.n} checks, worst max|diff| ${worst.diff.toExponential(2)} (${worst.name}, max|ref| ${worst.scale.toFixed(3)}, ${(worst.share * 100).toFixed(1)}% of tolerance)`);
     await model.release();

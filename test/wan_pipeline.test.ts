@@ -300,9 +300,12 @@ test("memory: a size the run cannot fit is refused with the estimate of every st
   const out = join(tmp(), "x.gif");
   const r = await cli(["generate", PROMPT, "--model", full.dir, "--frames", "81", "--height", "4096", "--width", "4096", "--out", out]);
   assert.equal(r.code, 1, r.err);
-  assert.match(r.err, /latent 4x21x512x512 \(1,376,256 tokens\) needs about .* at its largest stage \(denoise\), more than the .* available \(transformer weights .*, text encoder .*, denoising .*, VAE decode .*\)/);
+  // denoising is linear in the tokens (MultiHeadAttention holds no [H, L, L] scores): at this size the VAE decode is the largest stage
+  assert.match(r.err, /latent 4x21x512x512 \(1,376,256 tokens\) needs about .* at its largest stage \(decode\), more than the .* available \(transformer weights .*, text encoder .*, denoising .*, VAE decode .*\)/);
   assert.ok(!existsSync(out));
   const info = inspectModel(full.dir);
+  assert.equal(info.family, "wan");
+  if (info.family !== "wan") return;
   const latent = latentForVideo(info.config, info.strides, { frames: 81, height: 480, width: 832 });
   assert.throws(() => checkPipelineMemory(info.config, latent, { vae: info.vae, available: 1e6 }), (e: MixCacheError) => e.code === "MEMORY" && /VAE decode/.test(e.message));
   // Wan2.1 1.3B at 17 x 480 x 832: the VAE decode is the largest stage, the fix names --tile, and tiling fits in less

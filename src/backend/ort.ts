@@ -3,10 +3,51 @@
  * `StageSession`: Float32Array in, Float32Array out. Device -> execution provider is one table.
  */
 import * as ort from "onnxruntime-node";
+import { existsSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
 import { MixCacheError } from "../errors.ts";
 
-export type Device = "cpu";
-const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ["cpu"] };
+export const DEVICES = ["cpu", "cuda"] as const;
+export type Device = (typeof DEVICES)[number];
+/** cuda: onnxruntime's CUDA execution provider, with the CPU one for operators it lacks. */
+const EXECUTION_PROVIDERS: Record<Device, string[]> = { cpu: ["cpu"], cuda: ["cuda", "cpu"] };
+
+/** Where onnxruntime-node keeps its native libraries for this platform (the CUDA provider's too). */
+function bindingDir(): string | null {
+  try {
+    const root = dirname(createRequire(import.meta.url).resolve("onnxruntime-node/package.json"));
+    const bin = join(root, "bin");
+    for (const napi of existsSync(bin) ? readdirSync(bin).filter((d) => d.startsWith("napi-v")).sort().reverse() : []) {
+      const d = join(bin, napi, process.platform, process.arch);
+      if (existsSync(d)) return d;
+    }
+  } catch {
+    // not resolvable: the import above would have failed first
+  }
+  return null;
+}
+
+/**
+ * Check before any session is built that `device` can run here. CUDA needs onnxruntime-node's CUDA
+ * provider library, which its installer fetches only when asked (it is not in the npm package):
+ * the error says how to install it and which CUDA / cuDNN libraries it loads.
+ */
+export function checkDevice(device: string | undefined): asserts device is Device | undefined {
+  if (device === undefined || device === "cpu") return;
+  if (!(DEVICES as readonly string[]).includes(device))
+    throw new MixCacheError("USAGE", `unknown device ${JSON.stringify(device)}`, `use one of: ${DEVICES.join(", ")}`);
+  if (process.platform !== "linux" && process.platform !== "win32")
+    throw new MixCacheError("USAGE", `device cuda: onnxruntime-node has no CUDA provider for ${process.platform}`, "use --device cpu");
+  const dir = bindingDir();
+  const lib = process.platform === "win32" ? "onnxruntime_providers_cuda.dll" : "libonnxruntime_providers_cuda.so";
+  if (!dir || !existsSync(join(dir, lib)))
+    throw new MixCacheError(
+      "USAGE",
+      `device cuda: onnxruntime-node's CUDA execution provider is not installed (${lib} is not in ${dir ?? "onnxruntime-node/bin"})`,
+      "install it with `ONNXRUNTIME_NODE_INSTALL=cuda12 npm ci` (or `npm install onnxruntime-node --onnxruntime-node-install=cuda12`) on a machine with an NVIDIA driver and the CUDA 12 runtime and cuDNN 9 libraries on the library path; or use --device cpu",
+    );
+}
 
 export interface BackendOptions {
   device?: Device;
@@ -35,6 +76,7 @@ export class StageSession {
 
   static async create(name: string, model: Uint8Array, opts: BackendOptions = {}): Promise<StageSession> {
     checkThreads(opts.threads);
+    checkDevice(opts.device);
     const device = opts.device ?? "cpu";
     const providers = EXECUTION_PROVIDERS[device];
     if (!providers) throw new MixCacheError("USAGE", `unknown device ${device}`, `use one of: ${Object.keys(EXECUTION_PROVIDERS).join(", ")}`);
@@ -57,16 +99,30 @@ export class StageSession {
       });
       return new StageSession(name, session);
     } catch (e) {
-      throw new MixCacheError("RUNTIME", `onnxruntime could not load stage graph ${name}: ${(e as Error).message}`, "this is a bug in the graph builder; please report it with the model config");
+      const msg = (e as Error).message;
+      // the CUDA provider library is there, but the CUDA / cuDNN libraries it loads are not
+      if (device === "cuda" && /cuda|cudnn|cublas|providers_shared|\.so/i.test(msg))
+        throw new MixCacheError("RUNTIME", `device cuda: onnxruntime could not start its CUDA provider: ${msg}`, "install the NVIDIA driver, the CUDA 12 runtime (libcudart, libcublas, libcufft) and cuDNN 9, and put them on LD_LIBRARY_PATH; or use --device cpu");
+      throw new MixCacheError("RUNTIME", `onnxruntime could not load stage graph ${name}: ${msg}`, "this is a bug in the graph builder; please report it with the model config");
     }
   }
 
-  /** Run the stage. Outputs are returned in the order of `outputNames`. */
-  async run(feeds: Record<string, Feed>, outputNames: readonly string[]): Promise<Float32Array[]> {
+  /**
+   * Run the stage. Outputs are returned in the order of `outputNames`. `into[i]`, when given, is a
+   * pre-allocated array with output i's exact shape: onnxruntime writes the output there (the
+   * binding's pre-allocated fetches) and its data is returned, instead of a new array.
+   */
+  async run(feeds: Record<string, Feed>, outputNames: readonly string[], into?: readonly (Feed | undefined)[]): Promise<Float32Array[]> {
     const t: Record<string, ort.Tensor> = {};
     for (const [k, f] of Object.entries(feeds)) t[k] = new ort.Tensor("float32", f.data, f.dims);
     let res: ort.InferenceSession.OnnxValueMapType;
     try {
+      if (into?.some((a) => a)) {
+        const fetches: Record<string, ort.Tensor | null> = {};
+        outputNames.forEach((n, i) => (fetches[n] = into[i] ? new ort.Tensor("float32", into[i]!.data, into[i]!.dims) : null));
+        res = await this.session.run(t, fetches);
+        return outputNames.map((n, i) => into[i]?.data ?? (res[n].data as Float32Array));
+      }
       res = await this.session.run(t);
     } catch (e) {
       throw new MixCacheError("RUNTIME", `stage ${this.name} failed: ${(e as Error).message}`, "check the input shapes against the model config");

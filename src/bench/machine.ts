@@ -78,10 +78,11 @@ export interface MeasureOptions {
   log?: (line: string) => void;
 }
 
-/** Run bench/runtime.ts (--skip-1.3b) and the PyTorch comparison; write and return DIR/runtime.json. */
+/** Run bench/runtime.ts (GEMMs and the reference forward only) and the PyTorch comparison; write and return DIR/runtime.json. */
 export function measureMachine(outDir: string, o: MeasureOptions = {}): RuntimeNumbers {
   const path = join(outDir, RUNTIME_JSON);
-  const args = ["--import", tsxImport(), RUNTIME_SCRIPT, "--skip-1.3b", "--json", path];
+  const SKIP = ["--skip-1.3b", "--skip-strategies", "--skip-attn", "--skip-torch", "--skip-components"];
+  const args = ["--import", tsxImport(), RUNTIME_SCRIPT, ...SKIP, "--json", path];
   if (o.threads !== undefined) args.push("--threads", String(o.threads));
   o.log?.(`measuring the runtime: node ${["bench/runtime.ts", ...args.slice(3)].join(" ")}`);
   const r = spawnSync(process.execPath, args, { encoding: "utf8", maxBuffer: 1 << 22, timeout: 15 * 60_000 });
@@ -89,7 +90,7 @@ export function measureMachine(outDir: string, o: MeasureOptions = {}): RuntimeN
     throw new MixCacheError("RUNTIME", `bench/runtime.ts failed (exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || "").trim().slice(-2000)}`, "run `npm run bench:runtime` to see the failure");
   const out = readRuntime(outDir);
   if (!out) throw new MixCacheError("RUNTIME", `bench/runtime.ts wrote no readable ${path}`);
-  out.command = `node --import tsx bench/runtime.ts --skip-1.3b --json ${path}${o.threads !== undefined ? ` --threads ${o.threads}` : ""}`;
+  out.command = `node --import tsx bench/runtime.ts ${SKIP.join(" ")} --json ${path}${o.threads !== undefined ? ` --threads ${o.threads}` : ""}`;
   out.measuredAt = new Date().toISOString();
   if (o.torch !== false && hasTorch()) {
     const threads = o.threads ?? out.threads;

@@ -5,6 +5,7 @@
  * sheet of 8 prompts, and the model card (README.md) built from training.json + evaluation.json.
  * Used by `mixcache evaluate`, which writes them only where it is told to (--save or --out).
  */
+import { UsageError } from "../errors.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MixCacheError } from "../errors.ts";
@@ -145,6 +146,7 @@ function stagesNote(stages: TrainingStage[], c: { num_attention_heads: number; a
 export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null, outDir: string = model.dir): void {
   const trPath = join(model.dir, "training.json");
   const tr = existsSync(trPath) ? JSON.parse(readFileSync(trPath, "utf8")) : null;
+  if (model.family !== "wan") throw new UsageError(`model ${model.name}: model cards are written for the embedded Wan2.1-architecture models`, "pass --model reference or textures");
   const c = model.config;
   const curve: Array<{ samples: number; loss: number }> = tr?.loss_curve ?? [];
   const pts = curve.filter((_, i) => i % Math.max(1, Math.floor(curve.length / 12)) === 0 || i === curve.length - 1);

@@ -296,6 +296,8 @@ export interface ProtocolOptions {
   seeds?: number[];
   /** Dataset vocabulary for prompts and adherence (default: the model's vocab.json, else data/vocab.json). */
   vocabPath?: string;
+  /** The latent size (default: the model's own); diffusers folders take it from --frames / --height / --width. */
+  shape?: LatentShape;
 }
 
 
@@ -392,10 +394,13 @@ export function resolveMethods(methods: readonly string[] | undefined): string[]
 export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Protocol {
   const preset = PRESETS[o.preset ?? "quick"];
   if (!preset) throw new UsageError(`unknown preset "${o.preset}"`, `use one of: ${PRESET_NAMES.join(", ")}`);
-  if (!model.hasTextEncoder || !model.tokenizer)
-    throw new UsageError(`model ${model.name} has no text encoder, so the bench cannot encode its prompts`, "bench a MixCache model folder (text_encoder/ and tokenizer/)");
-  const shape = model.latent;
-  if (!shape) throw new UsageError(`model ${model.name} declares no latent shape`, "add latent to its mixcache.json");
+  if (!model.hasTextEncoder)
+    throw new UsageError(`model ${model.name} has no text encoder, so the bench cannot encode its prompts`, "bench a model folder with its text encoder (MixCache folders, diffusers Wan2.1 / HunyuanVideo folders with text_encoder/ and tokenizer/)");
+  // the embedded models' word tokenizer builds prompts from the vocabulary; other text encoders take --prompt
+  if (!model.tokenizer && !(o.prompts && o.prompts.length))
+    throw new UsageError(`model ${model.name} encodes free text (${model.textEncoder}), so the bench has no vocabulary to build prompts from`, 'pass the prompts: --prompt "a cat walking on grass" (repeatable)');
+  const shape = o.shape ?? model.latent;
+  if (!shape) throw new UsageError(`model ${model.name} declares no latent shape`, "add latent to its mixcache.json, or pass --frames / --height / --width");
   const steps = o.steps ?? model.defaults.steps;
   if (!Number.isInteger(steps) || steps < 2) throw new UsageError(`the bench needs at least 2 steps, got ${steps}`);
   const seeds = o.seeds ?? preset.seeds;
@@ -414,7 +419,7 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
     prompts = benchPrompts(vocab, n);
     promptSource = "vocab";
   } else {
-    prompts = promptsFromTokenizer(vocab, model.tokenizer.vocabulary, n);
+    prompts = promptsFromTokenizer(vocab, model.tokenizer!.vocabulary, n);
     promptSource = "tokenizer";
   }
   if (prompts.length < n && o.nPrompts !== undefined)
@@ -423,7 +428,7 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
   for (const p of prompts) {
     if (texts.has(p.text)) throw new UsageError(`prompt "${p.text}" is listed twice`);
     texts.add(p.text);
-    model.tokenizer.encode(p.text); // VOCAB error now rather than mid-run
+    model.tokenizer?.encode(p.text); // VOCAB error now rather than mid-run
   }
 
   const methods = resolveMethods(o.methods);

@@ -149,8 +149,11 @@ async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string
   const rowsTodo = groups.reduce((s, g) => s + g.todo.length, 0);
   const rowsReused = rowsTotal - rowsTodo;
   const warnings = new Set<string>(notes);
+  if (!rgb) warnings.add(`model ${model.name} works in a ${shape.channels}-channel latent space: PSNR and SSIM compare the final latents (not decoded frames), and no adherence is scored`);
   const gen = (prompt: string, seed: number, pt: OperatingPoint | null, cache = pt?.cache, onStep?: (d: number, t: number) => void) =>
-    generate({ model, prompt, seed, steps: p.steps, guidance: p.guidance, shift: p.shift, sampler: p.sampler, negativePrompt: p.negativePrompt, shape: p.shape, cache, onStep });
+    // latent-space models (a VAE) are compared on their final latents: decoding every row would
+    // cost more than the denoising, and the caches act on the latent trajectory
+    generate({ model, prompt, seed, steps: p.steps, guidance: p.guidance, shift: p.shift, sampler: p.sampler, negativePrompt: p.negativePrompt, shape: p.shape, cache, onStep, decode: false });
 
   // warm-up (and the redundancy signals)
   let redundancy: BenchResults["redundancy"] = null;

@@ -8,6 +8,15 @@
 import type { Branch, CacheStrategy, Granularity, Hooks, StrategyEnv } from "../pipeline/hooks.ts";
 import { relL1 } from "../tensor/ops.ts";
 import type { KnobConfig, KnobDef, KnobValue } from "./knobs.ts";
+import { APPROX_MODES, type ApproxMode } from "../schedulers/types.ts";
+
+/**
+ * What UniPC does at a step a cache made approximate, unless a strategy declares otherwise:
+ * measured with `npm run bench:solver` (docs/design/mixcache.md, "Solver-aware reuse"): on both embedded
+ * models keeping the approximate velocity out of the corrector and the second-order term gave
+ * the best PSNR for every strategy but TaylorSeer ("order1") and MixCache+ ("skip-corrector").
+ */
+export const DEFAULT_SOLVER: ApproxMode = "skip-corrector+order1";
 
 /** A cache strategy declared as data (registry.ts lists them): its knobs, exact options and builder. */
 export interface StrategyDef {
@@ -19,6 +28,9 @@ export interface StrategyDef {
   knobs: readonly KnobDef[];
   /** Options under which the output must equal the uncached output bit for bit (contract suite). */
   exact: Record<string, KnobValue>;
+  /** The default of the `solver` knob every caching strategy gets (false: the strategy reuses
+   * nothing inside a step and has no such knob: none, fewer-steps). */
+  solver?: ApproxMode | false;
   build(config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy;
 }
 
@@ -33,8 +45,21 @@ export function defineStrategy<const D extends readonly KnobDef[]>(
     build(config: KnobConfig<D>, env?: StrategyEnv): CacheStrategy;
   },
 ): StrategyDef {
+  const solverDefault = def.solver === false ? null : (def.solver ?? DEFAULT_SOLVER);
+  const knobs: readonly KnobDef[] = solverDefault === null ? def.knobs : [...def.knobs, {
+    name: "solver", type: "enum", values: APPROX_MODES, default: solverDefault,
+    doc: "What UniPC does at a step this cache made approximate: keep (use it like a computed step), skip-corrector (do not correct x_i with it), order1 (first-order predictor from it), or both.",
+    source: "npm run bench:solver (docs/design/mixcache.md)",
+  }];
   // makeCache hands build() only what parseKnobs made of these same knobs
-  return { ...def, exact: def.exact as Record<string, KnobValue>, build: (config, env) => def.build(config as KnobConfig<D>, env) };
+  const build = (config: Record<string, KnobValue>, env?: StrategyEnv): CacheStrategy => {
+    const built = def.build(config as KnobConfig<D>, env);
+    if (solverDefault === null) return built;
+    const mode = config.solver as ApproxMode;
+    // the tag names the mode only when it is not the strategy's default (tags of default runs unchanged)
+    return Object.assign(built, { approx: mode, tag: mode === solverDefault ? built.tag : `${built.tag}-solver.${mode}` });
+  };
+  return { ...def, knobs, exact: def.exact as Record<string, KnobValue>, build };
 }
 
 /**

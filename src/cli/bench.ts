@@ -3,6 +3,7 @@
  * (src/bench/runner.ts). Writes results.json / results.md / results.csv, per-prompt contact sheets
  * and a resumable journal into --out; a rerun into the same folder skips finished rows.
  */
+import { resolveLatentShape } from "../pipeline/generate.ts";
 import { join } from "node:path";
 import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
@@ -26,6 +27,9 @@ const FLAGS: FlagDef[] = [
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "explicit prompt instead of the preset's list, repeatable" },
   { name: "seeds", type: "string", placeholder: "A,B", doc: `seeds in 0..${SEED_MAX} instead of the preset's (full: 0,1); rows of other seeds in the journal stay valid` },
   { name: "fresh", type: "bool", doc: "ignore and delete the journal in --out: rerun every row" },
+  { name: "frames", type: "int", placeholder: "N", min: 1, doc: "video frames (diffusers folders; default: the model's)" },
+  { name: "height", type: "int", placeholder: "H", min: 1, doc: "video height in pixels (diffusers folders)" },
+  { name: "width", type: "int", placeholder: "W", min: 1, doc: "video width in pixels (diffusers folders)" },
   THREADS_FLAG,
   JSON_FLAG,
   HELP_FLAG,
@@ -75,13 +79,15 @@ export const benchCommand: Command = {
     checkOutputDir("--out", outDir);
 
     const info = inspectModel(f.model as string | undefined);
+    const sized = f.frames !== undefined || f.height !== undefined || f.width !== undefined;
+    const shape = sized ? resolveLatentShape(info, { frames: f.frames as number | undefined, height: f.height as number | undefined, width: f.width as number | undefined }).shape : undefined;
     const loadBar = new ProgressBar("loading ");
     const model = await loadModel(info.dir, { threads }, (d, t) => loadBar.update(d, t));
     const bar = new ProgressBar("bench   ");
     try {
       const r = await runBench({
         model, outDir, preset: preset as PresetName, methods, steps, nPrompts, prompts: f.prompt as string[] | undefined,
-        seeds, fresh: Boolean(f.fresh), threads,
+        seeds, fresh: Boolean(f.fresh), threads, shape,
         onProgress: (d, t, label) => bar.update(d, Math.max(1, t), label),
       });
       bar.done();

@@ -7,6 +7,10 @@ import type { FlagDef } from "./args.ts";
 export const MODEL_FLAG: FlagDef = { name: "model", type: "string", placeholder: "NAME|DIR", doc: "an embedded model (reference, textures) or a model folder (default: reference)" };
 export const JSON_FLAG: FlagDef = { name: "json", type: "bool", doc: "print exactly one JSON object to stdout" };
 export const HELP_FLAG: FlagDef = { name: "help", type: "bool", doc: "show this help" };
+export const DEVICE_FLAG: FlagDef = {
+  name: "device", type: "string", placeholder: "cpu|cuda",
+  doc: "onnxruntime execution provider (default cpu; cuda needs onnxruntime-node's CUDA provider, CUDA 12 and cuDNN 9)",
+};
 export const THREADS_FLAG: FlagDef = {
   name: "threads", type: "int", placeholder: "N", min: 1, max: maxThreads(),
   doc: `onnxruntime intra-op threads, 1..${maxThreads()} (4 x cores; default ${defaultThreads()}: the cores, at most 8)`,

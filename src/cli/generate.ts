@@ -1,6 +1,6 @@
 import { basename, extname, join, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
-import { loadModel, inspectModel, assertComponentsUsable } from "../models/load.ts";
+import { loadModel, inspectModel, assertComponentsUsable, checkHunyuanMemory, latentRules } from "../models/load.ts";
 import { generate, resolveLatentShape } from "../pipeline/generate.ts";
 import { latentsFileShape, readEmbedding, readLatents, writeResultSafetensors } from "../pipeline/interop.ts";
 import { checkPipelineMemory, latentForVideo, videoForLatent } from "../models/wan-pipeline.ts";
@@ -15,7 +15,8 @@ import { hasFfmpeg } from "../media/mp4.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
-import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
+import { DEVICE_FLAG, HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
+import { checkDevice } from "../backend/ort.ts";
 import { SEED_MAX } from "../pipeline/noise.ts";
 import { ProgressBar } from "./progress.ts";
 import { readProfile } from "../cache/profiles.ts";
@@ -36,6 +37,8 @@ const FLAGS: FlagDef[] = [
   MODEL_FLAG,
   { name: "steps", type: "int", placeholder: "N", min: 1, max: MAX_STEPS, doc: "sampler steps (model default: 50)" },
   { name: "guidance", type: "number", placeholder: "G", min: 1, doc: "classifier-free guidance scale, 1 = off (default 5)" },
+  { name: "guidance-2", type: "number", placeholder: "G", min: 1, doc: "Wan2.2 two-expert folders: the low-noise expert's guidance (default: --guidance)" },
+  { name: "embedded-guidance", type: "number", placeholder: "G", min: 0, doc: "HunyuanVideo: the distilled guidance input (default 6)" },
   { name: "shift", type: "number", placeholder: "S", doc: "flow shift of the sigma schedule, > 0 (default 3)" },
   { name: "seed", type: "int", placeholder: "N", min: 0, max: SEED_MAX, doc: "noise seed (default 0)" },
   { name: "sampler", type: "string", placeholder: SAMPLER_NAMES.join("|"), doc: "flow-matching sampler (default unipc)" },
@@ -56,6 +59,7 @@ const FLAGS: FlagDef[] = [
   { name: "trace", type: "string", placeholder: "FILE", doc: "write the per-step cache decision trace to a .json file" },
   { name: "out", type: "list", placeholder: "FILE", doc: "output .gif, .png (contact sheet), .mp4 (needs ffmpeg) or .safetensors (float32 video [3, F, H, W] + latent); repeatable (default out/<prompt words>-<cache tag>-s<seed>.gif + .png)" },
   THREADS_FLAG,
+  DEVICE_FLAG,
   JSON_FLAG,
   HELP_FLAG,
 ];
@@ -112,7 +116,7 @@ export const generateCommand: Command = {
     const cache = makeCache(cacheName, options, { profilesDir: info.profilesDir });
     const seed = (f.seed as number | undefined) ?? 0;
     // what the model can make: RGB frames (pixel space or a VAE), else only the latent
-    const canVideo = info.pixelSpace ? info.config.out_channels === 3 : info.vae !== null;
+    const canVideo = info.pixelSpace ? info.dims.outChannels === 3 : info.vae !== null;
     const outs = (f.out as string[] | undefined) ?? (() => {
       const base = join("out", `${slug(prompt ?? "embeds")}-${cache.tag}-s${seed}`);
       return canVideo ? [`${base}.gif`, `${base}.png`] : [`${base}.safetensors`];
@@ -133,7 +137,7 @@ export const generateCommand: Command = {
     const videoOuts = outs.filter((o) => extname(o).toLowerCase() !== ".safetensors");
     if (videoOuts.length && !canVideo) {
       if (info.pixelSpace || info.layout === "mixcache")
-        throw new UsageError(`model ${info.name} produces ${info.config.out_channels}-channel latents, not RGB frames`, "write the latent to a .safetensors file (--out x.safetensors), or use the API");
+        throw new UsageError(`model ${info.name} produces ${info.dims.outChannels}-channel latents, not RGB frames`, "write the latent to a .safetensors file (--out x.safetensors), or use the API");
       throw new UsageError(
         `model ${info.name} has no VAE${info.pipeline ? ` (vae/ is missing from ${info.dir})` : " (a bare transformer folder)"}, so ${videoOuts.join(", ")} cannot be decoded to video`,
         "add the vae/ folder of the same Wan2.1 checkpoint, or write only the latent: --out result.safetensors",
@@ -141,6 +145,10 @@ export const generateCommand: Command = {
     }
     // text: a prompt needs the model's text encoder; embedding files stand in for it
     const guidance = (f.guidance as number | undefined) ?? info.defaults.guidance;
+    if (f["guidance-2"] !== undefined && !(info.family === "wan" && info.pipeline?.expert2))
+      throw new UsageError(`--guidance-2 sets the second expert's guidance, and model ${info.name} has one transformer`, "drop --guidance-2 (it applies to Wan2.2 folders with transformer_2/)");
+    if (f["embedded-guidance"] !== undefined && info.family !== "hunyuan-video")
+      throw new UsageError(`--embedded-guidance is HunyuanVideo's distilled guidance input; model ${info.name} is a ${info.family} model`, "use --guidance (classifier-free guidance)");
     const cfg = guidance > 1;
     const toEncode = [...(promptEmbeds === undefined ? [prompt!] : []), ...(cfg && negativeEmbeds === undefined ? [(f.negative as string | undefined) ?? info.defaults.negativePrompt] : [])];
     if (toEncode.length && !info.hasTextEncoder) {
@@ -160,10 +168,10 @@ export const generateCommand: Command = {
     const sized = f.frames !== undefined || f.height !== undefined || f.width !== undefined;
     const size = { frames: f.frames as number | undefined, height: f.height as number | undefined, width: f.width as number | undefined };
     if (latentsFile !== undefined) {
-      shape = parseLatent(latentsFileShape(latentsFile, info.config.in_channels), info.config, `--latents ${latentsFile}`);
+      shape = parseLatent(latentsFileShape(latentsFile, info.dims.inChannels), latentRules(info), `--latents ${latentsFile}`);
       if (sized) {
         const v = videoForLatent(info.strides, shape);
-        const want = latentForVideo(info.config, info.strides, { frames: size.frames ?? v.frames, height: size.height ?? v.height, width: size.width ?? v.width }, "--frames / --height / --width");
+        const want = latentForVideo(latentRules(info), info.strides, { frames: size.frames ?? v.frames, height: size.height ?? v.height, width: size.width ?? v.width }, "--frames / --height / --width");
         if (want.frames !== shape.frames || want.height !== shape.height || want.width !== shape.width)
           throw new UsageError(
             `--latents ${latentsFile} is a [${shape.channels}, ${shape.frames}, ${shape.height}, ${shape.width}] latent (a ${v.frames}x${v.height}x${v.width} video), not the ${want.frames}-frame [${want.height}, ${want.width}] latent of --frames / --height / --width`,
@@ -171,25 +179,29 @@ export const generateCommand: Command = {
           );
       }
     } else shape = resolveLatentShape(info, sized ? size : {}).shape;
-    const textEmbedding = promptEmbeds !== undefined ? readEmbedding(promptEmbeds, info.config.text_dim) : undefined;
-    const negativeEmbedding = negativeEmbeds !== undefined ? readEmbedding(negativeEmbeds, info.config.text_dim, "--negative-prompt-embeds", ["negative_prompt_embeds", "prompt_embeds"]) : undefined;
+    const textEmbedding = promptEmbeds !== undefined ? readEmbedding(promptEmbeds, info.dims.textDim, "--prompt-embeds", ["prompt_embeds"], info.dims.pooledDim) : undefined;
+    const negativeEmbedding = negativeEmbeds !== undefined ? readEmbedding(negativeEmbeds, info.dims.textDim, "--negative-prompt-embeds", ["negative_prompt_embeds", "prompt_embeds"], info.dims.pooledDim) : undefined;
     const latents = latentsFile !== undefined ? readLatents(latentsFile, shape) : undefined;
     // memory of the whole run at this size, before anything loads
     const decode = info.vae !== null;
     const tile = f.tile === true;
     const threads = f.threads as number | undefined;
-    if (info.layout === "diffusers") checkPipelineMemory(info.config, shape, { threads, umt5: toEncode.length ? info.pipeline!.umt5 : null, vae: info.vae, decode, tile, model: info.name });
+    const device = f.device as string | undefined;
+    checkDevice(device); // an execution provider that cannot run here is refused before anything loads
+    if (info.family === "hunyuan-video") checkHunyuanMemory(info, shape, { textTokens: textEmbedding?.tokens, decode, tile });
+    else if (info.layout === "diffusers") checkPipelineMemory(info.config, shape, { threads, umt5: toEncode.length ? info.pipeline!.umt5 : null, vae: info.vae, decode, tile, model: info.name, expert2: info.pipeline!.expert2?.config });
     else checkMemory(info.config, shape, { threads, model: info.name });
     if (negativeEmbedding && !cfg) process.stderr.write(`warning: --negative-prompt-embeds is not used at guidance ${guidance} (no classifier-free guidance)\n`);
 
     const loadBar = new ProgressBar("loading ");
-    const model = await loadModel(info.dir, { threads, latent: shape, decode, tile, promptCacheDir: f["prompt-cache"] as string | undefined }, (d, t) => loadBar.update(d, t));
+    const model = await loadModel(info.dir, { threads, device, latent: shape, decode, tile, promptCacheDir: f["prompt-cache"] as string | undefined }, (d, t) => loadBar.update(d, t));
     const bar = new ProgressBar(`${cache.tag.padEnd(10)}`);
     const t0 = performance.now();
     try {
       const r = await generate({
         model, prompt, textEmbedding, negativeEmbedding, latents, shape, seed, cache, decode, tile,
         steps: f.steps as number | undefined, guidance: f.guidance as number | undefined, shift: f.shift as number | undefined,
+        guidance2: f["guidance-2"] as number | undefined, embeddedGuidance: f["embedded-guidance"] as number | undefined,
         sampler: f.sampler as SamplerName | undefined, negativePrompt: f.negative as string | undefined,
         onProgress: (p) => bar.update(p.overall.done, p.overall.total, p.stage),
       });

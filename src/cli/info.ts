@@ -7,6 +7,51 @@ import { helpText, parseArgs, type Command } from "./args.ts";
 import { readProfile } from "../cache/profiles.ts";
 import type { PlanProfile } from "../cache/strategies/mixcache.ts";
 import { HELP_FLAG, JSON_FLAG, MODEL_FLAG, humanCount, noPositionals } from "./common.ts";
+import type { HunyuanModelInfo } from "../models/load.ts";
+import { hunyuanFamilyMacs } from "../models/hunyuan/macs.ts";
+import { HUNYUAN_TEXT_TOKENS, describeHunyuan, estimateHunyuanMemory } from "../models/hunyuan/folder.ts";
+
+/** `mixcache info` of a HunyuanVideo folder: the transformer, what runs, MACs and memory at the default size. */
+function printHunyuan(m: HunyuanModelInfo, json: boolean): number {
+  const c = m.config;
+  const lat = m.latent!;
+  const [pt, ph, pw] = m.dims.patch;
+  const L = (lat.frames / pt) * (lat.height / ph) * (lat.width / pw);
+  const S = HUNYUAN_TEXT_TOKENS;
+  const fm = hunyuanFamilyMacs(c, L, S);
+  const branch = fm.branchIn + fm.module.flat().reduce((x, y) => x + y, 0) + fm.head;
+  const perStep = fm.time + fm.patch + (m.defaults.guidance > 1 ? 2 : 1) * branch;
+  const mem = estimateHunyuanMemory(c, L, S);
+  const t = m.text;
+  const textLine = t
+    ? `LLaVA-Llama-3 (${humanCount(t.text_encoder.parameters)} params, ${t.text_encoder.dtype ?? "?"}, ${t.text_encoder.layersRun} of ${t.text_encoder.layers} layers run: hidden_states[-3]) + CLIP-L (${humanCount(t.text_encoder_2.parameters)} params, pooled), template crop ${t.cropStart}, ${t.maxSequenceLength} tokens, streamed layer by layer`
+    : "none in this folder: pass --prompt-embeds (prompt_embeds, pooled_prompt_embeds, prompt_attention_mask)";
+  const vaeLine = m.vae ? `AutoencoderKLHunyuanVideo (${m.vae.latent_channels} latent channels, scaling ${m.vae.scaling_factor}), temporal pieces; --tile for large frames` : "none in this folder: the result is the latent (.safetensors)";
+  const runs = [t ? "prompts" : "prompt embeddings", "transformer", m.vae ? "VAE -> video" : "latent out"].join(" -> ");
+  if (json) {
+    process.stdout.write(JSON.stringify({
+      name: m.name, dir: m.dir, layout: m.layout, family: m.family, config: c, parameters: m.parameters, latent: lat, video: m.video, tokens: L, text_tokens: S,
+      defaults: m.defaults, runs, text_encoders: t, vae: m.vae, macs_per_step: perStep, memory_estimate_bytes: mem,
+    }) + "\n");
+    return 0;
+  }
+  const lines = [
+    `model       ${m.name}  (${m.dir})${m.layout === "diffusers" ? "  diffusers HunyuanVideoPipeline folder" : ""}`,
+    `family      ${describeHunyuan(c)}`,
+    `parameters  ${m.parameters.toLocaleString("en-US")} (${humanCount(m.parameters)})`,
+    `patch       [${m.dims.patch}]  in/out channels ${c.in_channels}/${c.out_channels}  text ${c.text_embed_dim} + pooled ${c.pooled_projection_dim}  rope theta ${c.rope_theta} axes [${c.rope_axes_dim}]`,
+    `video       ${m.video!.frames}x${m.video!.height}x${m.video!.width} (HunyuanVideoPipeline's default; the VAE's strides ${m.strides.temporal}x time, ${m.strides.spatial}x space)`,
+    `latent      ${lat.channels}x${lat.frames}x${lat.height}x${lat.width} -> ${L} video tokens + up to ${S} text tokens`,
+    `runs        ${runs}`,
+    `text        ${textLine}`,
+    `vae         ${vaeLine}`,
+    `defaults    ${m.defaults.sampler} over linear sigmas, ${m.defaults.steps} steps, shift ${m.defaults.shift}, embedded guidance ${m.defaults.embeddedGuidance} (one branch per step), true CFG ${m.defaults.guidance > 1 ? m.defaults.guidance : "off"}`,
+    `MACs/step   ${humanCount(perStep)} (${m.defaults.guidance > 1 ? "both CFG branches" : "one branch"}; at ${S} text tokens)`,
+    `memory      about ${humanBytes(mem.total)} at this size (fp32 weights ${humanBytes(mem.weights)}, largest block call ${humanBytes(mem.activations)})`,
+  ];
+  process.stdout.write(lines.join("\n") + "\n");
+  return 0;
+}
 
 const FLAGS = [MODEL_FLAG, JSON_FLAG, HELP_FLAG];
 
@@ -21,6 +66,7 @@ export const infoCommand: Command = {
     }
     noPositionals("info", a.positionals, "mixcache info [--model DIR] [--json]");
     const m = inspectModel(a.flags.model as string | undefined);
+    if (m.family === "hunyuan-video") return printHunyuan(m, a.flags.json === true);
     const c = m.config;
     const lat = m.latent;
     const grid = lat ? [lat.frames / c.patch_size[0], lat.height / c.patch_size[1], lat.width / c.patch_size[2]] : null;
@@ -30,7 +76,7 @@ export const infoCommand: Command = {
     const perStep = L !== null ? stepMacs(c, L, S, m.defaults.guidance > 1) : null;
     const mem = lat ? estimateMemory(c, lat) : null;
     const p = m.pipeline;
-    const pmem = p && lat ? estimatePipelineMemory(c, lat, { umt5: p.umt5, vae: m.vae }) : null;
+    const pmem = p && lat ? estimatePipelineMemory(c, lat, { umt5: p.umt5, vae: m.vae, expert2: p.expert2?.config }) : null;
     const components = p
       ? Object.values(p.components).map((x) => ({
           name: x.name, state: x.state, class: x.className, parameters: x.parameters, dtype: x.dtype, bytes: x.bytes, detail: x.detail,
@@ -63,6 +109,7 @@ export const infoCommand: Command = {
             const stats = `${(x.class ?? "?").padEnd(26)} ${(x.parameters !== null ? humanCount(x.parameters) : "-").padStart(7)} params  ${(x.dtype ?? "-").padEnd(8)} ${humanBytes(x.bytes).padStart(10)}  ${x.detail}`;
             return x.state === "broken" ? `${head}UNUSABLE ${x.error}\n${" ".repeat(15)}fix: ${x.fix}` : `${head}${stats}`;
           }),
+          ...(p!.expert2 ? [`  ${"transformer_2".padEnd(13)}${"WanTransformer3DModel".padEnd(26)} ${humanCount(p!.expert2.parameters).padStart(7)} params  ${(p!.expert2.dtype ?? "-").padEnd(8)} ${humanBytes(p!.expert2.bytes).padStart(10)}  Wan2.2 low-noise expert from t < ${p!.expert2.boundaryRatio} x 1000`] : []),
           `missing     ${p!.missing.length ? p!.missing.join(", ") : "none"}`,
           ...p!.capabilities.map((line, i) => `${i === 0 ? "can do      " : "            "}${line}`),
         ]

@@ -11,6 +11,7 @@ import { defaultPrompts } from "../cache/calibrate/index.ts";
 import { readProfile, profilePath } from "../cache/profiles.ts";
 import { planSchedules, describePlan } from "../cache/plan/plan.ts";
 import type { PlanProfile, PlannedSchedule, SpeedChoice } from "../cache/strategies/mixcache.ts";
+import { DEFAULT_SOLVER } from "../cache/strategy.ts";
 import { GRANULARITIES, type Gran } from "../cache/strategies/mixcache-decision.ts";
 import { benchPrompts } from "../bench/protocol.ts";
 import { loadVocab } from "../data/shapes.ts";
@@ -124,7 +125,7 @@ export const planCommand: Command = {
       const profile: PlanProfile = {
         meta: {
           method: "mixcache-plans", model: model.name, steps, shift: model.defaults.shift, sampler: model.defaults.sampler, guidance: model.defaults.guidance,
-          prompts, seeds, fn: r.tables.refs[0].fn, bn: r.tables.refs[0].bn, seconds: Math.round(r.seconds), created: new Date().toISOString(),
+          prompts, seeds, fn: r.tables.refs[0].fn, bn: r.tables.refs[0].bn, solver: DEFAULT_SOLVER, seconds: Math.round(r.seconds), created: new Date().toISOString(),
           ...(f["on-bench"] !== undefined ? { oracle: `planned on the first ${f["on-bench"]} bench prompts themselves` } : {}),
         } as PlanProfile["meta"],
         schedules: [...(old?.schedules.filter((p) => !fresh.some((q) => same(p, q))) ?? []), ...fresh],

@@ -33,6 +33,8 @@ interface IoDef {
 }
 
 const OPSET = 17;
+/** onnxruntime's contrib operator domain (docs/ContribOperators.md in microsoft/onnxruntime). */
+export const MS_DOMAIN = "com.microsoft";
 
 export class Graph {
   private nodes: NodeDef[] = [];
@@ -41,8 +43,16 @@ export class Graph {
   private outs: IoDef[] = [];
   private counter = 0;
   private constCache = new Map<string, Value>();
+  /** Opset imports: the default domain at OPSET unless raised, plus every domain an op used. */
+  private opsets = new Map<string, number>([["", OPSET]]);
+  private weightNames = new Map<string, number>();
 
   constructor(readonly name: string) {}
+
+  /** Import `domain` at `version` (at least; an op of another domain imports it at version 1). */
+  useOpset(domain: string, version: number): void {
+    this.opsets.set(domain, Math.max(version, this.opsets.get(domain) ?? 0));
+  }
 
   private fresh(prefix: string): string {
     return `${prefix}_${this.counter++}`;
@@ -63,6 +73,14 @@ export class Graph {
   weight(name: string, data: Float32Array, dims: number[]): Value {
     const n = dims.reduce((a, b) => a * b, 1);
     if (n !== data.length) throw new Error(`initializer ${name}: ${data.length} values for dims [${dims}]`);
+    // one initializer per name: a graph that joins several modules (a fused block) reads a shared
+    // tensor (scale_shift_table) more than once
+    const seen = this.weightNames.get(name);
+    if (seen !== undefined) {
+      if (seen !== n) throw new Error(`initializer ${name} registered twice with different sizes`);
+      return new Value(name);
+    }
+    this.weightNames.set(name, n);
     this.inits.push({ name, dtype: DType.FLOAT, dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
     return new Value(name);
   }
@@ -96,6 +114,7 @@ export class Graph {
 
   op(op: string, inputs: (Value | null)[], attrs: Record<string, AttrValue> = {}, nOut = 1, domain = ""): Value[] {
     const outs = Array.from({ length: nOut }, () => this.fresh(op.toLowerCase()));
+    if (domain && !this.opsets.has(domain)) this.opsets.set(domain, 1);
     this.nodes.push({ op, inputs: inputs.map((v) => (v ? v.name : "")), outputs: outs, attrs, domain });
     return outs.map((o) => new Value(o));
   }
@@ -122,7 +141,8 @@ export class Graph {
     return this.op1("Slice", [a, this.i64([start]), this.i64([end]), this.i64([axis])]);
   }
 
-  /** Serialise to ONNX ModelProto bytes (IR version 8, default domain opset 17). */
+  /** Serialise to ONNX ModelProto bytes (IR version 8, default domain opset 17; IR 10 when an
+   * opset above 20 is imported, as onnx's version table pairs them). */
   toModel(): Uint8Array {
     const g = new ProtoWriter();
     for (const n of this.nodes) g.message(1, encodeNode(n));
@@ -131,10 +151,10 @@ export class Graph {
     for (const i of this.ins) g.message(11, encodeValueInfo(i));
     for (const o of this.outs) g.message(12, encodeValueInfo(o));
     const m = new ProtoWriter();
-    m.int(1, 8); // ir_version
+    m.int(1, (this.opsets.get("") ?? OPSET) > 20 ? 10 : 8); // ir_version
     m.string(2, "mixcache");
     m.message(7, g);
-    m.message(8, new ProtoWriter().string(1, "").int(2, OPSET));
+    for (const [domain, version] of this.opsets) m.message(8, new ProtoWriter().string(1, domain).int(2, version));
     return m.finish();
   }
 

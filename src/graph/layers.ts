@@ -2,7 +2,7 @@
  * Reusable layers on top of the graph builder. Shapes in comments: B batch (always 1 here),
  * L tokens, D width, H heads, d head dim.
  */
-import { Graph, Value } from "./builder.ts";
+import { Graph, MS_DOMAIN, Value } from "./builder.ts";
 
 /** PyTorch Linear weight [out, in] -> MatMul operand [in, out]. */
 function transposeWeight(w: Float32Array, out: number, inp: number): Float32Array {
@@ -75,4 +75,43 @@ export function rope(g: Graph, x: Value, cos: Value, sin: Value, heads: number, 
   const ya = g.sub(g.mul(a, c), g.mul(b, s));
   const yb = g.add(g.mul(a, s), g.mul(b, c));
   return g.reshape(g.concat([ya, yb], 4), [1, -1, heads, headDim]);
+}
+
+// ---- onnxruntime fused operators (CPU execution provider). Each replaces the plain subgraph
+// above it names; test/fused_ops.test.ts checks both agree within fp32 rounding. Semantics follow
+// onnxruntime docs/ContribOperators.md (com.microsoft domain) and the ONNX operator spec. ----
+
+/**
+ * LayerNorm over the last axis with a per-call scale and shift ([D] each): one
+ * LayerNormalization (ONNX opset 17) = layerNorm(x, non-affine) * scale + shift.
+ */
+export function layerNormScaled(g: Graph, x: Value, scale: Value, shift: Value, eps: number): Value {
+  return g.op1("LayerNormalization", [x, scale, shift], { axis: -1, epsilon: { float: eps } });
+}
+
+/** RMSNorm over the last axis as onnxruntime's SimplifiedLayerNormalization (ONNX domain, opset 1 in onnxruntime). */
+export function rmsNormFused(g: Graph, x: Value, name: string, w: Float32Array, eps: number): Value {
+  return g.op1("SimplifiedLayerNormalization", [x, g.weight(`${name}.weight`, w, [w.length])], { axis: -1, epsilon: { float: eps } });
+}
+
+/** GELU-tanh of x + bias as com.microsoft FastGelu (bias [N] added inside the kernel). */
+export function fastGeluBias(g: Graph, x: Value, bias: Value): Value {
+  return g.op("FastGelu", [x, bias], {}, 1, MS_DOMAIN)[0];
+}
+
+/**
+ * rope() on [1, L, H*d] as com.microsoft RotaryEmbedding, interleaved pairs, positions 0..L-1
+ * (position_ids of shape [1] is the start offset), cos/sin [L, d/2] as cos_cache/sin_cache.
+ */
+export function ropeFused(g: Graph, x: Value, cos: Value, sin: Value, heads: number): Value {
+  return g.op("RotaryEmbedding", [x, g.i64([0]), cos, sin], { interleaved: 1, num_heads: heads }, 1, MS_DOMAIN)[0];
+}
+
+/**
+ * softmax(q k^T / sqrt(d)) v as com.microsoft MultiHeadAttention: q [1, L, H*d]; k, v either
+ * [1, S, H*d] or [1, H, S, d]; output [1, L, H*d]. Its CPU kernel is flash-style (keys in
+ * blocks with a running softmax), so the [H, L, S] score matrix is never materialised.
+ */
+export function multiHeadAttention(g: Graph, q: Value, k: Value, v: Value, heads: number): Value {
+  return g.op("MultiHeadAttention", [q, k, v], { num_heads: heads }, 1, MS_DOMAIN)[0];
 }

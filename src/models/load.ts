@@ -18,21 +18,31 @@ import type { BackendOptions } from "../backend/ort.ts";
 import { openCheckpoint, validateKeys } from "../weights/safetensors.ts";
 import { EmbeddingTextEncoder } from "../text/encoder.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
-import { expectedShapes, parameterCount, readWanConfig, type WanConfig } from "./wan/config.ts";
+import { expectedShapes, parameterCount, readWanConfig, type LatentRules, type WanConfig } from "./wan/config.ts";
 import { WanModel } from "./wan/model.ts";
-import { checkMemory } from "./wan/memory.ts";
+import { availableMemory, checkMemory, humanBytes } from "./wan/memory.ts";
 import { validateModelMeta } from "./meta.ts";
-import { checkThreads } from "../backend/ort.ts";
+import { checkDevice, checkThreads } from "../backend/ort.ts";
 import { WanTextEncoder } from "./umt5/wan-text.ts";
-import { checkWanVaeFolder, loadWanVaeDecoder, type DecodedVideo, type TileOptions, type WanVaeDecoder } from "./wan-vae/decoder.ts";
+import { checkWanVaeFolder, decodeChunkCount, loadWanVaeDecoder, type DecodedVideo, type TileOptions, type WanVaeDecoder } from "./wan-vae/decoder.ts";
+import type { HunyuanVaeConfig } from "./hunyuan-vae/config.ts";
+import { HunyuanTextEncoder, checkHunyuanTextDims, type HunyuanTextInfo } from "./hunyuan-text/index.ts";
+import { checkHunyuanVaeFolder, hunyuanDecodePassCount, hunyuanVaeDecodePeakBytes, loadHunyuanVaeDecoder, type HunyuanVaeDecoder } from "./hunyuan-vae/decoder.ts";
 import type { WanVaeConfig } from "./wan-vae/config.ts";
 import {
   COMPONENT_NAMES, WAN_FPS, WAN_NEGATIVE_PROMPT, WAN_VIDEO_DEFAULTS, checkPipelineMemory, inspectWanPipeline, isWanPipelineFolder, latentForVideo,
   stridesOf, videoForLatent, type Strides, type VideoSize, type WanPipelineInfo,
 } from "./wan-pipeline.ts";
 import type { LatentShape } from "./types.ts";
+import type { DiTModel } from "./family.ts";
+import { readHunyuanConfig, expectedShapes as hunyuanShapes, parameterCount as hunyuanParameterCount, type HunyuanConfig } from "./hunyuan/config.ts";
+import { HunyuanVideoModel } from "./hunyuan/model.ts";
+import {
+  HUNYUAN_EMBEDDED_GUIDANCE, HUNYUAN_FPS, HUNYUAN_GRID_KEYS, HUNYUAN_STRIDES, HUNYUAN_TEXT_TOKENS, HUNYUAN_VIDEO_DEFAULTS, estimateHunyuanMemory, inspectHunyuanFolder,
+  isHunyuanTransformer,
+} from "./hunyuan/folder.ts";
 import type { TextEmbedding } from "../text/types.ts";
-import type { SamplerName } from "../schedulers/types.ts";
+import type { SamplerName, SigmaSchedule } from "../schedulers/types.ts";
 
 export const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const DEFAULT_MODEL_DIR = join(PACKAGE_ROOT, "models", "reference");
@@ -55,17 +65,35 @@ export interface ModelDefaults {
   guidance: number;
   shift: number;
   negativePrompt: string;
+  /** Sigma grid of the family's pipeline (HunyuanVideo: "linear"); absent: the sampler's own. */
+  sigmas?: SigmaSchedule;
+  /** The distilled guidance input of families that have one (HunyuanVideo: 6.0). */
+  embeddedGuidance?: number;
 }
 
 /** mixcache: an embedded-model folder; diffusers: a WanPipeline folder; transformer: a bare transformer. */
 export type ModelLayout = "mixcache" | "diffusers" | "transformer";
 
-export interface ModelInfo {
+/** The transformer families a folder can hold (family.ts; one folder each under models/). */
+export type FamilyName = "wan" | "hunyuan-video";
+
+/** What every family's config gives the layers above: channels, patch, text width. */
+export interface FamilyDims {
+  inChannels: number;
+  outChannels: number;
+  /** [t, h, w] */
+  patch: [number, number, number];
+  textDim: number;
+  /** Width of the pooled text vector the family also takes (HunyuanVideo: CLIP-L 768), else null. */
+  pooledDim: number | null;
+}
+
+interface ModelInfoBase {
   name: string;
   dir: string;
   layout: ModelLayout;
   transformerDir: string;
-  config: WanConfig;
+  dims: FamilyDims;
   parameters: number;
   /** The default latent [C, F, H, W] (diffusers folders: the latent of the default video size). */
   latent: LatentShape | null;
@@ -78,18 +106,42 @@ export interface ModelInfo {
   defaults: ModelDefaults;
   /** Prompts can be encoded here (a usable text encoder and tokenizer). */
   hasTextEncoder: boolean;
-  /** Which text encoder: the embedded models' word embedding encoder, or umT5 (diffusers folders). */
-  textEncoder: "word" | "umt5" | null;
-  /** The VAE decoder's config (a diffusers folder with a usable vae/), null otherwise. */
-  vae: WanVaeConfig | null;
+  /** Which text encoder: the embedded models' word embedding encoder, umT5 (Wan folders), or
+   * HunyuanVideo's LLaVA-Llama-3 + CLIP-L pair. */
+  textEncoder: "word" | "umt5" | "llama+clip" | null;
   /** The components of a diffusers folder, null for the other layouts. */
   pipeline: WanPipelineInfo | null;
   profilesDir: string;
   vocabPath: string | null;
 }
 
-export interface LoadedModel extends ModelInfo {
-  transformer: WanModel;
+export interface WanModelInfo extends ModelInfoBase {
+  family: "wan";
+  config: WanConfig;
+  /** The VAE decoder's config (a diffusers folder with a usable vae/), null otherwise. */
+  vae: WanVaeConfig | null;
+}
+
+export interface HunyuanModelInfo extends ModelInfoBase {
+  family: "hunyuan-video";
+  config: HunyuanConfig;
+  /** The two text encoders as read from their headers (null: not all of text_encoder/, tokenizer/,
+   * text_encoder_2/, tokenizer_2/ are in the folder). */
+  text: HunyuanTextInfo | null;
+  /** AutoencoderKLHunyuanVideo's config (a folder with a usable vae/), null otherwise. */
+  vae: HunyuanVaeConfig | null;
+}
+
+/** A model folder as read without loading weights; `family` tells which config it holds. */
+export type ModelInfo = WanModelInfo | HunyuanModelInfo;
+
+export type LoadedModel = ModelInfo & LoadedParts;
+
+interface LoadedParts {
+  transformer: DiTModel;
+  /** Wan2.2: the low-noise expert (transformer_2/), which runs once t < boundaryRatio x 1000. */
+  transformer2: DiTModel | null;
+  boundaryRatio: number | null;
   /** Encode a prompt with the embedded models' word encoder (synchronous; umT5 models: encodePrompts). */
   encodePrompt(prompt: string): TextEmbedding;
   /** Encode prompts with the model's text encoder, in one pass over the encoder (umT5: streamed layer by layer). */
@@ -100,6 +152,8 @@ export interface LoadedModel extends ModelInfo {
   tokenizer: WordTokenizer | null;
   /** WanPipeline's text path (tokenizer.json + umT5), for diffusers folders with both. */
   umt5: WanTextEncoder | null;
+  /** Progress units (decoder chunks or passes) of decoding a latent of this shape. */
+  decodeUnits(shape: LatentShape, tile: boolean | TileOptions): number;
   /** Decode a latent [C, F, H, W] to video [3, T, H', W'] in [-1, 1] with the folder's VAE (loaded on first use). */
   decodeLatent(latent: Float32Array, shape: LatentShape, opts?: { tile?: boolean | TileOptions; onChunk?: (done: number, total: number) => void }): Promise<DecodedVideo>;
   release(): Promise<void>;
@@ -136,8 +190,10 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
       throw new MixCacheError("MODEL_NOT_FOUND", `the embedded ${name} model is not in this checkout (${abs})`, `train and export it: /usr/bin/python3 tools/train.py${name === "reference" ? "" : ` --dataset ${name}`}, then /usr/bin/python3 tools/export.py${name === "reference" ? "" : ` --dataset ${name}`} (see tools/README.md), or pass --model DIR`);
     throw new MixCacheError("MODEL_NOT_FOUND", `model folder ${abs} does not exist`, `pass --model with ${MODEL_NAMES.join(" or ")} or a MixCache or diffusers Wan2.1 folder`);
   }
-  const diffusers = isWanPipelineFolder(abs);
   const transformerDir = existsSync(join(abs, "transformer", "config.json")) ? join(abs, "transformer") : abs;
+  // the family, from the transformer's _class_name, before any family's strict reader runs
+  if (isHunyuanTransformer(join(transformerDir, "config.json"))) return inspectHunyuan(abs, transformerDir);
+  const diffusers = isWanPipelineFolder(abs);
   if (!existsSync(join(transformerDir, "config.json"))) {
     if (diffusers) {
       const present = COMPONENT_NAMES.filter((n) => existsSync(join(abs, n)));
@@ -187,7 +243,9 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
     dir: abs,
     layout,
     transformerDir,
+    family: "wan",
     config,
+    dims: { inChannels: config.in_channels, outChannels: config.out_channels, patch: [...config.patch_size] as [number, number, number], textDim: config.text_dim, pooledDim: null },
     parameters: parameterCount(config),
     latent,
     video,
@@ -204,6 +262,56 @@ export function inspectModel(dir: string = DEFAULT_MODEL_DIR): ModelInfo {
   };
 }
 
+/** What latent sizes of this model are checked against (channels, patch; Wan: the RoPE table length). */
+export function latentRules(info: ModelInfo): LatentRules {
+  return info.family === "wan" ? info.config : { in_channels: info.dims.inChannels, patch_size: info.dims.patch };
+}
+
+/** A HunyuanVideo pipeline or transformer folder: transformer and scheduler, and the text encoders and VAE where present. */
+function inspectHunyuan(abs: string, transformerDir: string): HunyuanModelInfo {
+  const config = readHunyuanConfig(join(transformerDir, "config.json"));
+  const folder = inspectHunyuanFolder(abs);
+  const dims: FamilyDims = {
+    inChannels: config.in_channels, outChannels: config.out_channels, patch: [config.patch_size_t, config.patch_size, config.patch_size],
+    textDim: config.text_embed_dim, pooledDim: config.pooled_projection_dim,
+  };
+  // the VAE: its config and every decoder key from the headers (a broken vae/ is an error here)
+  const vae = existsSync(join(abs, "vae", "config.json")) ? checkHunyuanVaeFolder(abs).config : null;
+  if (vae && vae.latent_channels !== config.out_channels)
+    throw new MixCacheError("CONFIG", `vae/config.json: latent_channels ${vae.latent_channels} != the transformer's out_channels ${config.out_channels}`, "use the vae/ and transformer/ of the same HunyuanVideo checkpoint");
+  // the text encoders: all four folders, checked from configs, headers and tokenizers (no weights)
+  const textDirs = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"];
+  const text = textDirs.every((d) => existsSync(join(abs, d))) ? HunyuanTextEncoder.inspect(abs) : null;
+  if (text && (text.text_encoder.hiddenSize !== config.text_embed_dim || text.text_encoder_2.hiddenSize !== config.pooled_projection_dim))
+    checkHunyuanTextDims({ dims: { text: text.text_encoder.hiddenSize, pooled: text.text_encoder_2.hiddenSize } }, config);
+  const strides = vae ? { temporal: vae.temporal_compression_ratio, spatial: vae.spatial_compression_ratio } : { ...HUNYUAN_STRIDES };
+  const v = HUNYUAN_VIDEO_DEFAULTS;
+  const latent: LatentShape = { channels: config.in_channels, frames: (v.frames - 1) / strides.temporal + 1, height: v.height / strides.spatial, width: v.width / strides.spatial };
+  return {
+    name: abs.split("/").pop()!,
+    dir: abs,
+    layout: folder.pipeline ? "diffusers" : "transformer",
+    transformerDir,
+    family: "hunyuan-video",
+    config,
+    dims,
+    parameters: hunyuanParameterCount(config),
+    latent,
+    video: { ...v },
+    strides,
+    fps: HUNYUAN_FPS,
+    pixelSpace: false,
+    defaults: { sampler: "euler", steps: 50, guidance: 1, shift: folder.shift, negativePrompt: "", sigmas: "linear", embeddedGuidance: HUNYUAN_EMBEDDED_GUIDANCE },
+    hasTextEncoder: text !== null,
+    textEncoder: text ? "llama+clip" : null,
+    text,
+    vae,
+    pipeline: null,
+    profilesDir: join(abs, "cache_profiles"),
+    vocabPath: null,
+  };
+}
+
 /**
  * Throw the error of a component that is present but cannot be used (an unreadable config, a
  * tokenizer whose ids the encoder has no rows for, a text width or latent channels that do not
@@ -213,16 +321,121 @@ export function assertComponentsUsable(info: ModelInfo): void {
   for (const c of Object.values(info.pipeline?.components ?? {})) if (c.state === "broken" && c.error) throw c.error;
 }
 
+/** Refuse a HunyuanVideo run that cannot fit (weights + the largest block call), before anything loads. */
+export function checkHunyuanMemory(info: HunyuanModelInfo, latent: LatentShape, o: { loaded?: boolean; available?: number; textTokens?: number; decode?: boolean; tile?: boolean | TileOptions } = {}): void {
+  const [pt, ph, pw] = info.dims.patch;
+  const L = (latent.frames / pt) * (latent.height / ph) * (latent.width / pw);
+  const e = estimateHunyuanMemory(info.config, L, o.textTokens ?? HUNYUAN_TEXT_TOKENS);
+  // the VAE decode runs after the denoising: the larger of the two stages counts
+  const decode = info.vae && o.decode ? hunyuanVaeDecodePeakBytes(info.vae, latent, { tile: o.tile }) : 0;
+  if (decode > e.activations) {
+    e.total += decode - e.activations;
+    e.activations = decode;
+  }
+  const need = o.loaded ? e.total - e.weights : e.total;
+  const avail = o.available ?? availableMemory();
+  if (need > avail)
+    throw new MixCacheError(
+      "CONFIG",
+      `a ${latent.channels}x${latent.frames}x${latent.height}x${latent.width} latent (${L} video tokens) on ${info.name} needs about ${humanBytes(need)} (weights ${humanBytes(e.weights)}, largest block call ${humanBytes(e.activations)}), more than the ${humanBytes(avail)} available`,
+      decode > 0 && decode === e.activations ? "decode with spatial tiling (--tile), or pass a smaller video size (frames, height, width)" : "pass a smaller latent or video size (frames, height, width)",
+    );
+}
+
+async function loadHunyuan(info: HunyuanModelInfo, opts: LoadOptions, backend: BackendOptions, onProgress?: (done: number, total: number) => void): Promise<LoadedModel> {
+  const c = info.config;
+  checkHunyuanMemory(info, opts.latent ?? { channels: c.in_channels, frames: c.patch_size_t, height: c.patch_size, width: c.patch_size }, { textTokens: 1 });
+  // the text encoders are opened (configs, headers, tokenizers checked) before any weight is read
+  const text = info.text ? HunyuanTextEncoder.open({ modelDir: info.dir, threads: opts.threads, cacheDir: opts.promptCacheDir }) : null;
+  const ckpt = openCheckpoint(info.transformerDir);
+  let transformer: HunyuanVideoModel;
+  try {
+    validateKeys(ckpt, hunyuanShapes(c));
+    transformer = await HunyuanVideoModel.load(c, { read: (k) => ckpt.readF32(k) }, backend, onProgress);
+    // grid-specific stages (patch, head) are built per latent size: keep their few small tensors
+    const small = new Map<string, Float32Array>();
+    for (const k of HUNYUAN_GRID_KEYS) small.set(k, ckpt.readF32(k));
+    transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
+  } catch (e) {
+    await text?.close();
+    throw e;
+  } finally {
+    ckpt.close();
+  }
+  let vae: Promise<HunyuanVaeDecoder> | null = null;
+  // HunyuanVideoPipeline's text path: template -> LLaVA-Llama-3 hidden_states[-3], cropped; CLIP-L pooled
+  const encodeUnits = info.text ? info.text.text_encoder.layersRun + info.text.text_encoder_2.layersRun + 1 : 0;
+  const noEncoder = () =>
+    new MixCacheError(
+      "USAGE",
+      `model ${info.name} has no text encoders in its folder (text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/: LLaVA-Llama-3 and CLIP-L), so prompts cannot be encoded`,
+      "add those folders of the same HunyuanVideo checkpoint, or pass precomputed embeddings: generate({ textEmbedding: { data: prompt_embeds [S x 4096], tokens: S, mask: prompt_attention_mask, pooled: pooled_prompt_embeds [768] } }) or --prompt-embeds FILE",
+    );
+  return {
+    ...info,
+    transformer,
+    transformer2: null,
+    boundaryRatio: null,
+    tokenizer: null,
+    umt5: null,
+    encodeUnits,
+    encodePrompt() {
+      if (text) throw new MixCacheError("USAGE", `model ${info.name} encodes prompts with LLaVA-Llama-3 and CLIP-L, which is asynchronous`, "use await model.encodePrompts([prompt])");
+      throw noEncoder();
+    },
+    async encodePrompts(prompts, o = {}) {
+      if (!text) throw noEncoder();
+      let done = 0;
+      return text.encode(prompts, { onLayer: () => o.onLayer?.(Math.min(++done, encodeUnits), encodeUnits) });
+    },
+    decodeUnits: (shape, tile) => (info.vae ? hunyuanDecodePassCount(info.vae, shape.frames, shape.height, shape.width, { tile }) : 0),
+    async decodeLatent(latent, shape, o = {}) {
+      if (!info.vae)
+        throw new UsageError(`model ${info.name} has no vae/ (AutoencoderKLHunyuanVideo), so its latents cannot be decoded to video`, "add the vae/ folder of the same HunyuanVideo checkpoint, or keep the latent (generate({ decode: false }), a .safetensors output)");
+      vae ??= loadHunyuanVaeDecoder(info.dir, backend);
+      const d = await vae;
+      // HunyuanVideoPipeline: latents / scaling_factor, then the VAE's temporal pieces (and tiles when asked)
+      return d.decode(latent, [shape.channels, shape.frames, shape.height, shape.width], { tile: o.tile, onChunk: o.onChunk });
+    },
+    async release() {
+      await transformer.release();
+      await text?.close();
+      if (vae) await (await vae.catch(() => null))?.release();
+    },
+  };
+}
+
+/** One Wan transformer folder: keys checked from the headers, stages built one at a time. */
+async function loadWanTransformer(dir: string, config: WanConfig, backend: BackendOptions, onProgress?: (done: number, total: number) => void): Promise<WanModel> {
+  const ckpt = openCheckpoint(dir);
+  try {
+    validateKeys(ckpt, expectedShapes(config));
+    const transformer = await WanModel.load(config, { read: (k) => ckpt.readF32(k) }, backend, onProgress);
+    // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
+    const small = new Map<string, Float32Array>();
+    for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
+    transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
+    return transformer;
+  } finally {
+    ckpt.close();
+  }
+}
+
 export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptions = {}, onProgress?: (done: number, total: number) => void): Promise<LoadedModel> {
   const info = inspectModel(dir);
   const backend: BackendOptions = { device: opts.device, threads: opts.threads, spinning: opts.spinning, arena: opts.arena, prepack: opts.prepack };
+  checkDevice(opts.device);
+  if (info.family === "hunyuan-video") {
+    checkThreads(opts.threads);
+    return loadHunyuan(info, opts, backend, onProgress);
+  }
   // before any weight is read or session built: the thread count, the components, then whether a run can fit
   checkThreads(opts.threads);
   assertComponentsUsable(info);
   if (info.layout === "diffusers") {
     const c = info.config;
     const latent = opts.latent ?? { channels: c.in_channels, frames: c.patch_size[0], height: c.patch_size[1], width: c.patch_size[2] };
-    checkPipelineMemory(c, latent, { threads: opts.threads, umt5: info.pipeline!.umt5, vae: info.vae, decode: opts.latent ? opts.decode : false, tile: opts.tile, model: info.name });
+    checkPipelineMemory(c, latent, { threads: opts.threads, umt5: info.pipeline!.umt5, vae: info.vae, decode: opts.latent ? opts.decode : false, tile: opts.tile, model: info.name, expert2: info.pipeline!.expert2?.config });
   } else {
     const latent = opts.latent ?? info.latent;
     if (latent) checkMemory(info.config, latent, { threads: opts.threads, model: info.name });
@@ -231,21 +444,19 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
   // mismatch is an error here); the VAE's keys too. No weight is read until the transformer loads.
   const umt5 = info.textEncoder === "umt5" ? WanTextEncoder.open({ modelDir: info.dir, ...backend, cacheDir: opts.promptCacheDir }) : null;
   let transformer: WanModel;
+  let transformer2: WanModel | null = null;
   try {
     if (info.vae) checkWanVaeFolder(info.dir);
-    const ckpt = openCheckpoint(info.transformerDir);
-    try {
-      validateKeys(ckpt, expectedShapes(info.config));
-      transformer = await WanModel.load(info.config, { read: (k) => ckpt.readF32(k) }, backend, onProgress);
-      // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
-      const small = new Map<string, Float32Array>();
-      for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
-      transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
-    } finally {
-      ckpt.close();
+    const e2 = info.pipeline?.expert2 ?? null;
+    const total = e2 ? 2 * (2 + 4 * info.config.num_layers) : 0;
+    transformer = await loadWanTransformer(info.transformerDir, info.config, backend, e2 ? (d) => onProgress?.(d, total) : onProgress);
+    if (e2) {
+      const half = 2 + 4 * info.config.num_layers;
+      transformer2 = await loadWanTransformer(e2.dir, e2.config, backend, (d) => onProgress?.(half + d, total));
     }
   } catch (e) {
     await umt5?.close();
+    await transformer2?.release();
     throw e;
   }
 
@@ -275,6 +486,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
   return {
     ...info,
     transformer,
+    transformer2,
+    boundaryRatio: info.pipeline?.expert2?.boundaryRatio ?? null,
     tokenizer,
     umt5,
     encodeUnits: umt5 ? umt5.encoder.config.num_layers + 1 : 0,
@@ -287,6 +500,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
       }
       return prompts.map(encodeWord);
     },
+    decodeUnits: (shape, tile) => (info.vae ? decodeChunkCount(info.vae, shape.frames, shape.height, shape.width, tile) : 0),
     async decodeLatent(latent, shape, o = {}) {
       if (!info.vae)
         throw new UsageError(`model ${info.name} has no VAE${info.pipeline ? " (vae/ is missing from its folder)" : ""}, so its latents cannot be decoded to video`, "add the vae/ folder of the same Wan2.1 checkpoint, or keep the latent (generate({ decode: false }), a .safetensors output)");
@@ -296,6 +510,7 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
     },
     async release() {
       await transformer.release();
+      await transformer2?.release();
       await umt5?.close();
       if (vae) await (await vae.catch(() => null))?.release();
     },

@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { ConfigError, MixCacheError, UsageError } from "../errors.ts";
 import { openCheckpoint, type Checkpoint } from "../weights/safetensors.ts";
 import type { SamplerName } from "../schedulers/types.ts";
-import { dimOf, parseLatent, readWanConfig, type WanConfig } from "./wan/config.ts";
+import { dimOf, parseLatent, readWanConfig, type LatentRules, type WanConfig } from "./wan/config.ts";
 import { estimateMemory, humanBytes, availableMemory } from "./wan/memory.ts";
 import { EMBED_ALIAS, EMBED_KEY, innerDim, parseUmt5Config, type Umt5Config } from "./umt5/config.ts";
 import { decodedFrames, decoderCacheBytes, decoderParameterCount, parseWanVaeConfig, spatialScale, temporalScale, type WanVaeConfig } from "./wan-vae/config.ts";
@@ -115,6 +115,22 @@ export interface WanPipelineInfo {
   missing: ComponentName[];
   /** What this folder can do, one line each. */
   capabilities: string[];
+  /** Wan2.2 two-expert folders: the low-noise expert (transformer_2/) and where it takes over. */
+  expert2: Expert2Info | null;
+}
+
+/**
+ * Wan2.2 A14B: transformer/ is the high-noise expert, transformer_2/ the low-noise one; diffusers
+ * WanPipeline runs transformer while t >= boundary_ratio x 1000, then transformer_2 (with
+ * guidance_scale_2, default guidance_scale).
+ */
+export interface Expert2Info {
+  dir: string;
+  config: WanConfig;
+  boundaryRatio: number;
+  parameters: number;
+  bytes: number;
+  dtype: string | null;
 }
 
 type Json = Record<string, unknown>;
@@ -167,7 +183,7 @@ export function isWanPipelineFolder(dir: string): boolean {
 }
 
 /** model_index.json: a text-to-video Wan2.1 WanPipeline, its component classes. */
-export function readModelIndex(dir: string): { className: string; entries: Partial<Record<ComponentName, string | null>> } {
+export function readModelIndex(dir: string): { className: string; entries: Partial<Record<ComponentName, string | null>>; boundaryRatio: number | null } {
   const path = join(dir, "model_index.json");
   const FIX = "point --model at a diffusers Wan2.1 text-to-video folder (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)";
   const o = readJson(path, "model_index.json", FIX);
@@ -177,11 +193,21 @@ export function readModelIndex(dir: string): { className: string; entries: Parti
       `${path}: _class_name is ${JSON.stringify(cls)}, not "WanPipeline"`,
       typeof cls === "string" && cls.startsWith("Wan") ? `${cls} (image-to-video, video-to-video, VACE) is not supported: only text-to-video WanPipeline folders are` : FIX,
     );
-  if (o.transformer_2 !== undefined && o.transformer_2 !== null && !(Array.isArray(o.transformer_2) && o.transformer_2.every((v) => v === null)))
-    throw new ConfigError(`${path}: transformer_2 is set: a two-stage Wan2.2 pipeline`, "only Wan2.1 (one transformer) is supported");
-  if (o.boundary_ratio !== undefined && o.boundary_ratio !== null)
-    throw new ConfigError(`${path}: boundary_ratio ${JSON.stringify(o.boundary_ratio)} is a Wan2.2 setting`, "only Wan2.1 (boundary_ratio null) is supported");
-  if (o.expand_timesteps === true) throw new ConfigError(`${path}: expand_timesteps is true (Wan2.2 TI2V)`, "only Wan2.1 (expand_timesteps false) is supported");
+  // Wan2.2 A14B: a second expert and the boundary where it takes over (both or neither)
+  const t2 = o.transformer_2;
+  const hasT2 = t2 !== undefined && t2 !== null && !(Array.isArray(t2) && t2.every((v) => v === null));
+  if (hasT2 && !(Array.isArray(t2) && t2.length === 2 && t2[1] === "WanTransformer3DModel"))
+    throw new ConfigError(`${path}: transformer_2 must be ["diffusers", "WanTransformer3DModel"], got ${JSON.stringify(t2)}`, "use the model_index.json of a Wan2.2 text-to-video A14B folder");
+  const br = o.boundary_ratio;
+  const hasBr = br !== undefined && br !== null;
+  if (hasT2 !== hasBr)
+    throw new ConfigError(
+      hasT2 ? `${path}: transformer_2 is set but boundary_ratio is not: the step where the low-noise expert takes over is unknown` : `${path}: boundary_ratio ${JSON.stringify(br)} is set without transformer_2`,
+      hasT2 ? "set boundary_ratio (Wan2.2 T2V A14B: 0.875)" : "remove boundary_ratio (Wan2.1) or add the transformer_2 entry and folder (Wan2.2)",
+    );
+  if (hasBr && (typeof br !== "number" || !(br > 0 && br < 1)))
+    throw new ConfigError(`${path}: boundary_ratio must be a number in (0, 1), got ${JSON.stringify(br)}`, "Wan2.2 T2V A14B uses 0.875");
+  if (o.expand_timesteps === true) throw new ConfigError(`${path}: expand_timesteps is true (Wan2.2 TI2V-5B, per-token timesteps)`, "text-to-video Wan2.1 and Wan2.2 A14B folders are supported (expand_timesteps false)");
   const entries: Partial<Record<ComponentName, string | null>> = {};
   for (const name of COMPONENT_NAMES) {
     const e = o[name];
@@ -194,7 +220,7 @@ export function readModelIndex(dir: string): { className: string; entries: Parti
       throw new ConfigError(`${path}: ${name} must be a [library, class] pair, got ${JSON.stringify(e)}`, FIX);
     entries[name] = e[1];
   }
-  return { className: cls, entries };
+  return { className: cls, entries, boundaryRatio: hasBr ? (br as number) : null };
 }
 
 /**
@@ -300,6 +326,26 @@ export function inspectWanPipeline(dir: string, transformer: { dir: string; conf
     const cfg = transformer.config;
     c.detail = `${cfg.num_layers} blocks, width ${dimOf(cfg)}, text_dim ${cfg.text_dim}, ${cfg.in_channels} latent channels, patch [${cfg.patch_size}]`;
     classCheck("transformer", "WanTransformer3DModel");
+  }
+
+  // Wan2.2: the low-noise expert, the same architecture as transformer/ (a mismatch is an error)
+  let expert2: Expert2Info | null = null;
+  if (index.boundaryRatio !== null) {
+    const d2 = join(dir, "transformer_2");
+    if (!existsSync(join(d2, "config.json")))
+      throw new UsageError(`model_index.json names transformer_2 (Wan2.2's low-noise expert), but ${d2}/config.json is missing`, "copy the transformer_2/ folder of the same Wan2.2 checkpoint");
+    const c2 = readWanConfig(join(d2, "config.json"));
+    const c1 = transformer.config;
+    for (const k of ["in_channels", "out_channels", "patch_size", "text_dim", "freq_dim"] as const)
+      if (JSON.stringify(c1[k]) !== JSON.stringify(c2[k]))
+        throw new ConfigError(`transformer_2/config.json: ${k} is ${JSON.stringify(c2[k])}, transformer/ has ${JSON.stringify(c1[k])}: the experts must take the same latents and text`, "use transformer/ and transformer_2/ of the same Wan2.2 checkpoint");
+    const ck = openCheckpoint(d2);
+    try {
+      const st = checkpointStats(ck);
+      expert2 = { dir: d2, config: c2, boundaryRatio: index.boundaryRatio, parameters: st.parameters ?? 0, bytes: st.bytes, dtype: st.dtype };
+    } finally {
+      ck.close();
+    }
   }
 
   // text encoder
@@ -423,6 +469,7 @@ export function inspectWanPipeline(dir: string, transformer: { dir: string; conf
     capabilities.push(usable("vae") ? "latents are decoded to video by the VAE" : "no VAE: the result is the latent (a .safetensors output, or generate({ decode: false }) in the API)");
   }
   if (!usable("scheduler")) capabilities.push("no usable scheduler config: sampler unipc with shift 3 (Wan2.1 480p) unless --sampler / --shift say otherwise");
+  if (expert2) capabilities.push(`Wan2.2 two experts: transformer/ while t >= ${expert2.boundaryRatio} x 1000, then transformer_2/; every cache keeps its state per expert`);
   return {
     dir,
     className: index.className,
@@ -433,6 +480,7 @@ export function inspectWanPipeline(dir: string, transformer: { dir: string; conf
     tokenizerVocab,
     missing,
     capabilities,
+    expert2,
   };
 }
 
@@ -460,7 +508,7 @@ function nearest(v: number, a: number, b: number): number[] {
  * frames = 1 + temporal (F - 1) (Wan2.1: 4k + 1), height and width multiples of spatial x patch
  * (Wan2.1: 8 x 2 = 16). A UsageError with the nearest valid sizes otherwise.
  */
-export function latentForVideo(c: WanConfig, s: Strides, v: VideoSize, source = "video size"): LatentShape {
+export function latentForVideo(c: LatentRules, s: Strides, v: VideoSize, source = "video size"): LatentShape {
   const int = (k: keyof VideoSize) => {
     const x = v[k];
     if (typeof x !== "number" || !Number.isInteger(x) || x < 1) throw new UsageError(`${source}: ${k} must be a positive integer, got ${JSON.stringify(x)}`);
@@ -544,9 +592,11 @@ export function vaeDecodePeakBytes(v: WanVaeConfig, latent: LatentShape, tile = 
 export function estimatePipelineMemory(
   c: WanConfig,
   latent: LatentShape,
-  o: { threads?: number; umt5?: Umt5Config | null; vae?: WanVaeConfig | null; decode?: boolean; tile?: boolean; textTokens?: number } = {},
+  o: { threads?: number; umt5?: Umt5Config | null; vae?: WanVaeConfig | null; decode?: boolean; tile?: boolean; textTokens?: number; expert2?: WanConfig | null } = {},
 ): PipelineMemoryEstimate {
   const t = estimateMemory(c, latent, o.threads, o.textTokens);
+  // Wan2.2: both experts stay loaded (the switch happens once per run, mid-way)
+  if (o.expert2) t.weights += estimateMemory(o.expert2, latent, o.threads, o.textTokens).weights;
   const text = o.umt5 ? umt5PeakBytes(o.umt5) : 0;
   const denoise = t.activations + t.state + t.threads;
   const decode = o.vae && o.decode !== false ? vaeDecodePeakBytes(o.vae, latent, o.tile) : 0;
@@ -571,7 +621,7 @@ export function checkPipelineMemory(
       `a run of ${o.model ? `model ${o.model}` : "this model"} at latent ${size} (${e.tokens.toLocaleString("en-US")} tokens) needs about ${humanBytes(need)} at its largest stage (${e.stage}), more than the ${humanBytes(avail)} available (${parts.join(", ")})`,
       e.stage === "decode"
         ? "decode with spatial tiling (--tile), or use fewer frames or a smaller height/width, or a machine with more free memory"
-        : "use a smaller video: fewer frames or a smaller height/width (self-attention memory grows with the square of the tokens), fewer --threads, or a machine with more free memory",
+        : "use a smaller video: fewer frames or a smaller height/width (activations grow with the tokens), fewer --threads, or a machine with more free memory",
     );
   }
   return e;

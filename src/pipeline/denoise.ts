@@ -4,22 +4,20 @@
  * See hooks.ts for the seam contract and cache/ for the strategies that use it.
  */
 import { ConfigError, MixCacheError } from "../errors.ts";
-import { promptMacs, stageMacs } from "../models/wan/macs.ts";
-import { MODULES, type BlockKV, type GridState, type WanModel } from "../models/wan/model.ts";
+import type { DiTModel, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../models/family.ts";
 import { makeSampler } from "../schedulers/sampler.ts";
-import type { SamplerName } from "../schedulers/types.ts";
+import type { ApproxMode, SamplerName, SigmaSchedule } from "../schedulers/types.ts";
 import type { Branch, BranchCtx, Hooks, RunInfo, StepInfo } from "./hooks.ts";
 import { gaussianNoise } from "./noise.ts";
-import { add } from "../tensor/ops.ts";
+import { addLarge } from "../graph/elementwise.ts";
 import { StatsCollector, type RunStats } from "./stats.ts";
 import type { LatentShape } from "../models/types.ts";
-import type { TextEmbedding } from "../text/types.ts";
 
 export interface DenoiseOptions {
-  model: WanModel;
-  cond: TextEmbedding;
+  model: DiTModel;
+  cond: PromptInput;
   /** Negative prompt embedding for CFG (required when guidance > 1). */
-  uncond?: TextEmbedding;
+  uncond?: PromptInput;
   shape: LatentShape;
   steps: number;
   guidance: number;
@@ -34,26 +32,22 @@ export interface DenoiseOptions {
   fullSteps?: number;
   /** Use this latent instead of the seeded noise (tests). */
   initialLatent?: Float32Array;
+  /** The value the family's guidance embedding receives (HunyuanVideo's distilled guidance);
+   * ignored by families without one. Default: `guidance`. */
+  embeddedGuidance?: number;
+  /** Sigma grid (default: the sampler's own; "linear": HunyuanVideoPipeline's Euler grid). */
+  sigmas?: SigmaSchedule;
+  /** What UniPC does at a step a cache made approximate (default "keep"; schedulers/types.ts). */
+  approx?: ApproxMode;
+  /** Wan2.2 two experts: `model` runs while the timestep >= `boundary` (boundary_ratio x 1000), then
+   * this model with its own hooks (a cache attached per expert) and guidance (guidance_2). */
+  expert2?: { model: DiTModel; boundary: number; guidance?: number; hooks?: Hooks };
 }
 
 export interface DenoiseResult {
   /** Final latent [C, F, H, W]; for the pixel-space reference model this is the video in [-1, 1]. */
   latent: Float32Array;
   stats: RunStats;
-}
-
-interface PromptState {
-  S: number;
-  kv: BlockKV[];
-}
-
-async function encodePrompt(model: WanModel, e: TextEmbedding): Promise<PromptState> {
-  if (e.data.length !== e.tokens * model.config.text_dim)
-    throw new ConfigError(`text embedding has ${e.data.length} values, expected tokens x text_dim = ${e.tokens} x ${model.config.text_dim}`);
-  const ctx = await model.text(e.data, e.tokens);
-  const kv: BlockKV[] = [];
-  for (let i = 0; i < model.config.num_layers; i++) kv.push(await model.crossKV(i, ctx, e.tokens));
-  return { S: e.tokens, kv };
 }
 
 /**
@@ -77,124 +71,183 @@ function checkFinite(x: Float32Array, step: StepInfo, guidance: number): void {
   );
 }
 
+/** A stretch of steps run by one transformer (Wan2.2: the high-noise expert, then the low-noise one). */
+interface Phase {
+  model: DiTModel;
+  hooks: Hooks;
+  from: number;
+  to: number;
+  guidance: number;
+  g: GridHandle;
+  prompts: Partial<Record<Branch, PromptHandle>>;
+  macs: Record<Branch, FamilyMacs>;
+  fullStepMacs: number;
+}
+
 export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
   const { model, shape } = o;
-  const c = model.config;
-  if (shape.channels !== c.in_channels) throw new ConfigError(`latent has ${shape.channels} channels, the model takes ${c.in_channels}`);
+  if (shape.channels !== model.inChannels) throw new ConfigError(`latent has ${shape.channels} channels, the model takes ${model.inChannels}`);
   if (!(o.guidance >= 1) || !Number.isFinite(o.guidance)) throw new ConfigError(`guidance must be a finite number >= 1, got ${o.guidance}`, "use 1 to disable classifier-free guidance, 5 is the Wan default");
   const cfg = o.guidance > 1;
   if (cfg && !o.uncond) throw new ConfigError("guidance > 1 needs a negative (uncond) text embedding");
+  const e2 = o.expert2;
+  if (e2 && (e2.model.blocks.length !== model.blocks.length || e2.model.inChannels !== model.inChannels))
+    throw new ConfigError("the second expert must have the first one's architecture (blocks, channels)", "use transformer/ and transformer_2/ of the same Wan2.2 checkpoint");
+  const blocks = model.blocks;
+  const numBlocks = blocks.length;
   const grid = model.gridFor(shape.frames, shape.height, shape.width);
-  const g: GridState = await model.prepareGrid(grid);
-  const sampler = makeSampler(o.sampler, { steps: o.steps, shift: o.shift });
-  const hooks: Hooks = o.hooks ?? {};
-  const stats = new StatsCollector();
+  const sampler = makeSampler(o.sampler, { steps: o.steps, shift: o.shift, sigmas: o.sigmas, approx: o.approx });
+  const stats = new StatsCollector(model.blocks.flatMap((b) => b.modules.map((m) => m.name)));
   const t0 = performance.now();
-
-  const prompts: Partial<Record<Branch, PromptState>> = { cond: await encodePrompt(model, o.cond) };
-  if (cfg) prompts.uncond = await encodePrompt(model, o.uncond!);
-  const S = prompts.cond!.S;
-  const macs = stageMacs(c, g.L, S);
-  const macsUncond = cfg ? stageMacs(c, g.L, prompts.uncond!.S) : macs;
   const n = shape.channels * shape.frames * shape.height * shape.width;
   let x = o.initialLatent ? Float32Array.from(o.initialLatent) : gaussianNoise(n, o.seed);
   if (x.length !== n) throw new ConfigError(`initial latent has ${x.length} values, expected ${n}`);
+  const branchMacs = (m: FamilyMacs) => m.branchIn + m.module.reduce((a, row) => a + row.reduce((x, y) => x + y, 0), 0) + m.head;
+  const modulesPerBranch = blocks.reduce((a, b) => a + b.modules.length, 0);
+  const embeddedGuidance = o.embeddedGuidance ?? o.guidance;
 
-  const run: RunInfo = {
-    steps: o.steps, shape, cfg, numBlocks: c.num_layers, latentSize: n, hiddenSize: g.L * model.dim,
-    timesteps: sampler.timesteps, sigmas: sampler.sigmas, macs,
-  };
-  hooks.beginRun?.(run);
-
-  const branchMacs = (m: typeof macs) => c.num_layers * (m.sa + m.ca + m.ffn) + m.head;
-  const fullStepMacs = macs.time + macs.patch + branchMacs(macs) + (cfg ? branchMacs(macsUncond) : 0);
-
-  for (let i = 0; i < o.steps; i++) {
-    const step: StepInfo = {
-      index: i, count: o.steps, timestep: sampler.timesteps[i], sigma: sampler.sigmas[i], sigmaNext: sampler.sigmas[i + 1],
-      guidance: o.guidance, cfg,
-    };
-    stats.beginStep(i, step.timestep);
-    hooks.beginStep?.(step, x);
-    const time = await model.time(step.timestep);
-    stats.addMacs(macs.time);
-    // patch embedding does not depend on the prompt: computed lazily once per step, shared by branches
-    let tokens: Float32Array | null = null;
-    const getTokens = async () => {
-      if (!tokens) {
-        tokens = await model.patch(g, x);
-        stats.addMacs(macs.patch);
-      }
-      return tokens;
-    };
-
-    const runBranch = async (branch: Branch, condVelocity?: Float32Array): Promise<Float32Array> => {
-      const ctx: BranchCtx = { step, branch, numBlocks: c.num_layers, latent: x, time, condVelocity };
-      const p = prompts[branch]!;
-      const bm = branch === "cond" ? macs : macsUncond;
-      const moduleCall = (i: number, kind: (typeof MODULES)[number]) => async (h: Float32Array) => {
-        const r = await model.module(kind, i, g, h, time.tproj, p.kv[i], p.S);
-        stats.module(kind, bm[kind]);
-        return r;
-      };
-      const blockCompute = (i: number) => async (h: Float32Array) => {
-        stats.block();
-        for (const kind of MODULES) {
-          const compute = moduleCall(i, kind);
-          const r = hooks.module ? await hooks.module(ctx, i, kind, h, compute) : await compute(h);
-          h = add(h, r); // a new array: h may be held by a cache
-        }
-        return h;
-      };
-      const runBlocks = async (from: number, to: number, h: Float32Array) => {
-        for (let b = from; b < to; b++) {
-          const compute = blockCompute(b);
-          h = hooks.block ? await hooks.block(ctx, b, h, compute) : await compute(h);
-        }
-        return h;
-      };
-      const compute = async () => {
-        stats.branch();
-        const h0 = await getTokens();
-        const hL = hooks.body ? await hooks.body(ctx, h0, runBlocks) : await runBlocks(0, c.num_layers, h0);
-        const v = await model.head(g, hL, time.temb);
-        stats.addMacs(macs.head);
-        return v;
-      };
-      return hooks.branch ? hooks.branch(ctx, compute) : compute();
-    };
-
-    const vc = await runBranch("cond");
-    let v = vc;
-    let vu: Float32Array | null = null;
-    if (cfg) {
-      vu = await runBranch("uncond", vc);
-      // v = v_u + g (v_c - v_u)   [diffusers WanPipeline]
-      v = new Float32Array(n);
-      const gs = o.guidance;
-      for (let j = 0; j < n; j++) v[j] = vu[j] + gs * (vc[j] - vu[j]);
-    }
-    hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
-    x = sampler.step(i, x, v); // a new array: strategies may hold the previous latent
-    checkFinite(x, step, o.guidance);
-    stats.endStep();
-    o.onStep?.(i + 1, o.steps);
+  // Wan2.2 (diffusers WanPipeline): the first model while t >= boundary, then the second, whose
+  // guidance is guidance_2 (default: guidance); CFG runs in both when guidance > 1
+  let switchAt = o.steps;
+  if (e2) for (let i = 0; i < o.steps; i++) if (sampler.timesteps[i] < e2.boundary) { switchAt = i; break; }
+  const parts: Array<{ model: DiTModel; hooks: Hooks; from: number; to: number; guidance: number }> = [
+    { model, hooks: o.hooks ?? {}, from: 0, to: switchAt, guidance: o.guidance },
+    ...(e2 ? [{ model: e2.model, hooks: e2.hooks ?? {}, from: switchAt, to: o.steps, guidance: e2.guidance ?? o.guidance }] : []),
+  ].filter((p) => p.to > p.from);
+  const phases: Phase[] = [];
+  for (const p of parts) {
+    const g = await p.model.prepareGrid(grid);
+    const prompts: Partial<Record<Branch, PromptHandle>> = { cond: await p.model.encodePrompt(o.cond) };
+    if (cfg) prompts.uncond = await p.model.encodePrompt(o.uncond!);
+    const macs: Record<Branch, FamilyMacs> = { cond: p.model.macs(g, prompts.cond!), uncond: p.model.macs(g, prompts.uncond ?? prompts.cond!) };
+    const fullStepMacs = macs.cond.time + macs.cond.patch + branchMacs(macs.cond) + (cfg ? branchMacs(macs.uncond) : 0);
+    phases.push({ ...p, g, prompts, macs, fullStepMacs });
   }
-  hooks.endRun?.();
+
+  for (const ph of phases) {
+    const { model: pm, hooks, g, prompts, macs, from, to } = ph;
+    // each phase's caches see a run of their own: steps from - to - 1 re-indexed from 0, so a
+    // strategy keeps its state (and warm-up, interval, calibration) per expert
+    const run: RunInfo = {
+      steps: to - from, shape, cfg, numBlocks, blocks, latentSize: n,
+      timesteps: sampler.timesteps.subarray(from, to), sigmas: sampler.sigmas.subarray(from, to + 1), macs: macs.cond,
+    };
+    hooks.beginRun?.(run);
+    for (let i = from; i < to; i++) {
+      const step: StepInfo = {
+        index: i - from, count: to - from, timestep: sampler.timesteps[i], sigma: sampler.sigmas[i], sigmaNext: sampler.sigmas[i + 1],
+        guidance: ph.guidance, cfg,
+      };
+      stats.beginStep(i, step.timestep);
+      hooks.beginStep?.(step, x);
+      const time = await pm.time(step.timestep, embeddedGuidance);
+      stats.addMacs(macs.cond.time);
+      // patch embedding does not depend on the prompt: computed lazily once per step, shared by branches
+      let tokens: Float32Array | null = null;
+      const getTokens = async () => {
+        if (!tokens) {
+          tokens = await pm.patch(g, x);
+          stats.addMacs(macs.cond.patch);
+        }
+        return tokens;
+      };
+
+      const runBranch = async (branch: Branch, condVelocity?: Float32Array): Promise<Float32Array> => {
+        const ctx: BranchCtx = { step, branch, numBlocks, blocks, latent: x, time, condVelocity };
+        const p = prompts[branch]!;
+        const bm = macs[branch];
+        let btime = time; // the branch's conditioning, set by branchIn before any block runs
+        const moduleCall = (b: number, m: number) => async (h: Float32Array) => {
+          const r = await pm.module(b, m, g, h, btime, p);
+          stats.module(blocks[b].modules[m].name, bm.module[b][m]);
+          return r;
+        };
+        const blockCompute = (b: number) => async (hIn: Float32Array) => {
+          stats.block();
+          const decl = blocks[b];
+          let h = hIn;
+          for (let m = 0; m < decl.modules.length; m++) {
+            const compute = moduleCall(b, m);
+            const input = decl.parallel ? hIn : h; // parallel modules all read the block input
+            const r = hooks.module ? await hooks.module(ctx, b, decl.modules[m], input, compute) : await compute(input);
+            h = await addLarge(h, r); // a new array: h may be held by a cache
+          }
+          return h;
+        };
+        // where no strategy hooks a module, the family may run whole blocks (or, with no block hook
+        // either, the whole range) in one call; stats count the same blocks, modules and MACs
+        const fusedRun = !hooks.module && pm.runBlocks ? pm.runBlocks.bind(pm) : null;
+        const countBlocks = (a: number, z: number) => {
+          for (let b = a; b < z; b++) {
+            stats.block();
+            blocks[b].modules.forEach((m, j) => stats.module(m.name, bm.module[b][j]));
+          }
+        };
+        const fusedCompute = (b: number) => async (hIn: Float32Array) => {
+          const h = await fusedRun!(b, b + 1, g, hIn, btime, p);
+          countBlocks(b, b + 1);
+          return h;
+        };
+        const runBlocks = async (a: number, z: number, h: Float32Array) => {
+          if (fusedRun && !hooks.block) {
+            const out = await fusedRun(a, z, g, h, btime, p);
+            countBlocks(a, z);
+            return out;
+          }
+          for (let b = a; b < z; b++) {
+            const compute = fusedRun ? fusedCompute(b) : blockCompute(b);
+            h = hooks.block ? await hooks.block(ctx, b, h, compute) : await compute(h);
+          }
+          return h;
+        };
+        const compute = async () => {
+          stats.branch();
+          const input = await pm.branchIn(g, await getTokens(), time, p, step.timestep);
+          stats.addMacs(bm.branchIn);
+          btime = input.time;
+          const hL = hooks.body ? await hooks.body(ctx, input.h, runBlocks) : await runBlocks(0, numBlocks, input.h);
+          const v = await pm.head(g, hL, btime, p);
+          stats.addMacs(bm.head);
+          return v;
+        };
+        return hooks.branch ? hooks.branch(ctx, compute) : compute();
+      };
+
+      const vc = await runBranch("cond");
+      let v = vc;
+      let vu: Float32Array | null = null;
+      if (cfg) {
+        vu = await runBranch("uncond", vc);
+        // v = v_u + g (v_c - v_u)   [diffusers WanPipeline]
+        v = new Float32Array(n);
+        const gs = ph.guidance;
+        for (let j = 0; j < n; j++) v[j] = vu[j] + gs * (vc[j] - vu[j]);
+      }
+      hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
+      // a step that executed less than the full step's compute has an approximate velocity
+      const approximate = hooks.approximate?.(step) ?? stats.stepMacs < ph.fullStepMacs;
+      x = sampler.step(i, x, v, undefined, { approximate }); // a new array: strategies may hold the previous latent
+      checkFinite(x, { ...step, index: i, count: o.steps }, ph.guidance);
+      stats.endStep();
+      o.onStep?.(i + 1, o.steps);
+    }
+    hooks.endRun?.();
+  }
+  const fullStepMacs = phases[0].fullStepMacs;
 
   const fullSteps = o.fullSteps ?? o.steps;
   const macsFull = fullStepMacs * fullSteps;
   const nb = cfg ? 2 : 1;
-  const total = { branches: fullSteps * nb, blocks: fullSteps * nb * c.num_layers, modules: fullSteps * nb * c.num_layers * 3 };
+  const total = { branches: fullSteps * nb, blocks: fullSteps * nb * numBlocks, modules: fullSteps * nb * modulesPerBranch };
   const computed = { branches: stats.branches, blocks: stats.blocks, modules: stats.modules, modulesByKind: { ...stats.byKind } };
   const result: RunStats = {
     steps: fullSteps,
     branchesPerStep: nb,
-    numBlocks: c.num_layers,
+    numBlocks,
     macsFull,
     macsExecuted: stats.macs,
     computeSpeedup: macsFull / Math.max(1, stats.macs),
-    macsPrompt: promptMacs(c, S) + (cfg ? promptMacs(c, prompts.uncond!.S) : 0),
+    macsPrompt: phases.reduce((a, ph) => a + ph.macs.cond.prompt + (cfg ? ph.macs.uncond.prompt : 0), 0),
     computed,
     total,
     reused: { branches: total.branches - computed.branches, blocks: total.blocks - computed.blocks, modules: total.modules - computed.modules },

@@ -7,11 +7,15 @@
  *   step:    beginStep -> [branch cond, branch uncond] -> guidance -> sampler -> endStep
  *   branch:  (shared tokens h0) -> body -> head -> velocity
  *   body:    block 0 .. L-1
- *   block:   sa -> ca -> ffn (each module returns its residual; the block adds it)
+ *   block:   its modules in order (Wan: sa -> ca -> ffn; each module returns its residual and the
+ *            block adds it) or, for a parallel block, every module on the block input
+ *
+ * Blocks and modules are the family's declarations (models/family.ts): strategies pick modules by
+ * role (self-attn, cross-attn, joint-attn, mlp), never by a family's names.
  */
-import type { ModuleKind, TimeOut } from "../models/wan/model.ts";
+import type { BlockDecl, FamilyMacs, ModuleDecl, TimeOut } from "../models/family.ts";
 import type { LatentShape } from "../models/types.ts";
-import type { StageMacs } from "../models/wan/macs.ts";
+import type { ApproxMode } from "../schedulers/types.ts";
 
 export type Branch = "cond" | "uncond";
 
@@ -21,13 +25,14 @@ export interface RunInfo {
   shape: LatentShape;
   cfg: boolean;
   numBlocks: number;
-  /** Elements in a latent / a hidden state (tokens x width). */
+  /** The family's blocks and their modules. */
+  blocks: readonly BlockDecl[];
+  /** Elements in a latent. */
   latentSize: number;
-  hiddenSize: number;
   timesteps: Float64Array;
   sigmas: Float64Array;
-  /** Analytic MACs per stage call (cond branch), for strategies that plan compute. */
-  macs: StageMacs;
+  /** Exact MACs per call (cond branch), for strategies that plan compute. */
+  macs: FamilyMacs;
 }
 
 export interface StepInfo {
@@ -45,9 +50,11 @@ export interface BranchCtx {
   branch: Branch;
   /** Number of transformer blocks. */
   numBlocks: number;
+  blocks: readonly BlockDecl[];
   /** The latent this step denoises (the model input), [C, F, H, W]. */
   latent: Float32Array;
-  /** Time-path outputs of this step (shared by both branches). */
+  /** Time-path outputs of this step (shared by both branches; a family's per-branch additions,
+   * such as HunyuanVideo's pooled text, are not in it). */
   time: TimeOut;
   /** Velocity of the cond branch when this is the uncond branch of the same step. */
   condVelocity?: Float32Array;
@@ -73,8 +80,12 @@ export interface Hooks {
   body?(ctx: BranchCtx, h0: Float32Array, runBlocks: BlockRunner): Promise<Float32Array>;
   /** Around one block: h_in -> h_out. */
   block?(ctx: BranchCtx, index: number, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
-  /** Around one module: h -> residual contribution. */
-  module?(ctx: BranchCtx, block: number, kind: ModuleKind, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
+  /** Around one module: h -> residual contribution. Cache keys use `mod.name` (unique within a
+   * block); `mod.role` says what it does. */
+  module?(ctx: BranchCtx, block: number, mod: ModuleDecl, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
+  /** Whether this step's velocity is approximate, for the sampler's `approx` mode (default: the
+   * step executed less than a full step's compute). Replays of exact velocities say false. */
+  approximate?(step: StepInfo): boolean | undefined;
   /** After guidance, before the sampler update. */
   endStep?(step: StepInfo, out: StepOutputs): void;
   endRun?(): void;
@@ -124,6 +135,8 @@ export interface CacheStrategy {
    * factors 1) or another model's (TeaCache's Wan2.1-1.3B coefficients).
    */
   readonly forModel?: (env: StrategyEnv) => CacheStrategy;
+  /** What UniPC does at a step this cache made approximate (its `solver` knob; default "keep"). */
+  readonly approx?: ApproxMode;
   attach(): AttachedCache;
 }
 

@@ -103,7 +103,48 @@ export function readLatents(path: string, shape: LatentShape, flag = "--latents"
 }
 
 /** A prompt embedding [S, text_dim] (or [1, S, text_dim]), e.g. diffusers' prompt_embeds. */
-export function readEmbedding(path: string, textDim: number, flag = "--prompt-embeds", names: readonly string[] = ["prompt_embeds"]): TextEmbedding {
+/**
+ * A prompt embedding file. Families conditioned on a pooled vector too (HunyuanVideo, pooledDim
+ * 768) read it from the same file (`pooled_prompt_embeds`, [768] or [1, 768]) and, when present,
+ * the attention mask (`prompt_attention_mask`, [S] or [1, S], saved as float: 1 real, 0 padding).
+ */
+export function readEmbedding(path: string, textDim: number, flag = "--prompt-embeds", names: readonly string[] = ["prompt_embeds"], pooledDim: number | null = null): TextEmbedding {
+  const e = readEmbeddingData(path, textDim, flag, names);
+  if (pooledDim === null) return e;
+  const neg = names[0].startsWith("negative_");
+  const pooledNames = neg ? ["negative_pooled_prompt_embeds", "pooled_prompt_embeds"] : ["pooled_prompt_embeds"];
+  const maskNames = neg ? ["negative_prompt_attention_mask", "prompt_attention_mask"] : ["prompt_attention_mask"];
+  const has = (n: readonly string[]) => {
+    const f = openSafetensors(path);
+    try {
+      return f.keys().some((k) => n.includes(k));
+    } finally {
+      f.close();
+    }
+  };
+  if (!has(pooledNames))
+    throw new UsageError(`${flag} ${path} has no ${pooledNames[0]}: this model is also conditioned on the pooled text vector`, `save it in the same file: save_file({"${names[0]}": ..., "${pooledNames[0]}": pooled.float(), "${maskNames[0]}": mask.float()}, "${path}")`);
+  const pp = pick(flag, path, pooledNames);
+  const [P] = unbatch(flag, path, pp, 1, `[${pooledDim}]`);
+  if (P !== pooledDim) {
+    pp.file.close();
+    throw new UsageError(`${flag} ${path}: ${pp.key} has ${P} values, the transformer's pooled_projection_dim is ${pooledDim}`, `save the pooled text vector of this model's text encoder: [${pooledDim}]`);
+  }
+  e.pooled = readFinite(flag, path, pp);
+  if (has(maskNames)) {
+    const mp = pick(flag, path, maskNames);
+    const [M] = unbatch(flag, path, mp, 1, `[${e.tokens}]`);
+    if (M !== e.tokens) {
+      mp.file.close();
+      throw new UsageError(`${flag} ${path}: ${mp.key} has ${M} values for ${e.tokens} text tokens`, `save the mask of the same prompt: [${e.tokens}]`);
+    }
+    const m = readFinite(flag, path, mp);
+    e.mask = Uint8Array.from(m, (x) => (x !== 0 ? 1 : 0));
+  }
+  return e;
+}
+
+function readEmbeddingData(path: string, textDim: number, flag: string, names: readonly string[]): TextEmbedding {
   const p = pick(flag, path, names);
   const [S, D] = unbatch(flag, path, p, 2, `[S, ${textDim}]`);
   if (D !== textDim) {

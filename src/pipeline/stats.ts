@@ -1,9 +1,8 @@
 /**
  * Exact compute accounting. Every executed stage call adds its analytic MAC count (see
- * models/wan/macs.ts); `full` is what the uncached run executes. Module, block and branch calls are
+ * the model family's macs()); `full` is what the uncached run executes. Module, block and branch calls are
  * counted as computed when their compute callback ran; reused = total - computed at each level.
  */
-import type { ModuleKind } from "../models/wan/model.ts";
 
 export interface StepStats {
   index: number;
@@ -25,7 +24,7 @@ export interface RunStats {
   computeSpeedup: number;
   /** per prompt: text projection and cross-attention K/V (identical with and without caching) */
   macsPrompt: number;
-  computed: { branches: number; blocks: number; modules: number; modulesByKind: Record<ModuleKind, number> };
+  computed: { branches: number; blocks: number; modules: number; modulesByKind: Record<string, number> };
   total: { branches: number; blocks: number; modules: number };
   reused: { branches: number; blocks: number; modules: number };
   perStep: StepStats[];
@@ -37,7 +36,11 @@ export class StatsCollector {
   modules = 0;
   blocks = 0;
   branches = 0;
-  byKind: Record<ModuleKind, number> = { sa: 0, ca: 0, ffn: 0 };
+  byKind: Record<string, number> = {};
+  /** moduleNames: every module name of the family (each starts at 0). */
+  constructor(moduleNames: Iterable<string> = []) {
+    for (const n of moduleNames) this.byKind[n] = 0;
+  }
   perStep: StepStats[] = [];
   private cur: StepStats | null = null;
 
@@ -50,13 +53,17 @@ export class StatsCollector {
     this.perStep.push(this.cur);
     this.cur = null;
   }
+  /** MACs executed so far in the current step. */
+  get stepMacs(): number {
+    return this.cur?.macs ?? 0;
+  }
   addMacs(n: number): void {
     this.macs += n;
     if (this.cur) this.cur.macs += n;
   }
-  module(kind: ModuleKind, macs: number): void {
+  module(name: string, macs: number): void {
     this.modules++;
-    this.byKind[kind]++;
+    this.byKind[name] = (this.byKind[name] ?? 0) + 1;
     this.addMacs(macs);
     if (this.cur) this.cur.modulesComputed++;
   }

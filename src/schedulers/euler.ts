@@ -6,8 +6,8 @@
  *
  * Stateless: steps may be taken in any order and `reset()` does nothing.
  */
-import type { Sampler } from "./types.ts";
-import { checkStepArgs, eulerFlowGrid } from "./sigmas.ts";
+import type { Sampler, SigmaSchedule } from "./types.ts";
+import { checkStepArgs, eulerFlowGrid, eulerLinearGrid } from "./sigmas.ts";
 
 export class EulerSampler implements Sampler {
   readonly name = "euler" as const;
@@ -17,9 +17,10 @@ export class EulerSampler implements Sampler {
   readonly sigmas: Float64Array;
   readonly timesteps: Float64Array;
 
-  /** Options are validated by `eulerFlowGrid` (ConfigError on bad steps/shift). */
-  constructor(steps: number, shift: number) {
-    const grid = eulerFlowGrid(steps, shift);
+  /** Options are validated by the grid (ConfigError on bad steps/shift). `sigmas`: "default" is
+   * the scheduler's own grid (Wan), "linear" the grid HunyuanVideoPipeline passes in. */
+  constructor(steps: number, shift: number, sigmas: SigmaSchedule = "default") {
+    const grid = sigmas === "linear" ? eulerLinearGrid(steps, shift) : eulerFlowGrid(steps, shift);
     this.steps = steps;
     this.shift = shift;
     this.sigmas = grid.sigmas;

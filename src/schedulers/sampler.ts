@@ -16,7 +16,7 @@
 import { ConfigError, closest } from "../errors.ts";
 import { EulerSampler } from "./euler.ts";
 import { UniPCSampler } from "./unipc.ts";
-import { SAMPLER_NAMES, type Sampler, type SamplerName } from "./types.ts";
+import { APPROX_MODES, SAMPLER_NAMES, SIGMA_SCHEDULES, type ApproxMode, type Sampler, type SamplerName, type SigmaSchedule } from "./types.ts";
 
 export interface SamplerOptions {
   /** Number of sampling steps N (integer, 1..1000). */
@@ -25,9 +25,13 @@ export interface SamplerOptions {
   shift: number;
   /** UniPC solver order, 1 or 2 (default 2). Euler accepts only 1. */
   order?: number;
+  /** Sigma grid (default "default"; "linear" is HunyuanVideoPipeline's, Euler only). */
+  sigmas?: SigmaSchedule;
+  /** UniPC at a step whose velocity is approximate (a cached step); default "keep". */
+  approx?: ApproxMode;
 }
 
-const OPTION_KEYS = ["steps", "shift", "order"] as const;
+const OPTION_KEYS = ["steps", "shift", "order", "sigmas", "approx"] as const;
 
 /** Build a sampler; throws ConfigError (with a fix hint) on an unknown name or bad options. */
 export function makeSampler(name: SamplerName | (string & {}), opts: SamplerOptions): Sampler {
@@ -49,12 +53,18 @@ export function makeSampler(name: SamplerName | (string & {}), opts: SamplerOpti
       );
     }
   }
-  const { steps, shift, order } = opts;
+  const { steps, shift, order, sigmas, approx } = opts;
+  if (approx !== undefined && !(APPROX_MODES as readonly string[]).includes(approx))
+    throw new ConfigError(`unknown approx mode ${JSON.stringify(approx)}`, `valid: ${APPROX_MODES.join(", ")}`);
+  if (sigmas !== undefined && !(SIGMA_SCHEDULES as readonly string[]).includes(sigmas))
+    throw new ConfigError(`unknown sigma schedule ${JSON.stringify(sigmas)}`, `valid: ${SIGMA_SCHEDULES.join(", ")}`);
+  if (sigmas === "linear" && name !== "euler")
+    throw new ConfigError(`the linear sigma schedule is HunyuanVideo's Euler grid, not available for ${name}`, 'use sampler "euler" with it, or omit sigmas');
   if (name === "euler") {
     if (order !== undefined && order !== 1) {
       throw new ConfigError(`euler is a first-order sampler, got order ${JSON.stringify(order)}`, 'omit order for euler, or use "unipc" for order 2');
     }
-    return new EulerSampler(steps, shift);
+    return new EulerSampler(steps, shift, sigmas);
   }
-  return new UniPCSampler(steps, shift, order ?? 2);
+  return new UniPCSampler(steps, shift, order ?? 2, approx ?? "keep");
 }

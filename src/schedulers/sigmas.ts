@@ -124,6 +124,29 @@ export function eulerFlowGrid(steps: number, shift: number): SigmaGrid {
 }
 
 /**
+ * Grid of diffusers `FlowMatchEulerDiscreteScheduler.set_timesteps(sigmas=...)` as
+ * HunyuanVideoPipeline calls it (diffusers pipeline_hunyuan_video.py: sigmas =
+ * np.linspace(1.0, 0.0, N + 1)[:-1]): the given sigmas cast to float32, shifted in float32
+ * (numpy float32 array with a Python scalar shift), timesteps = float32(1000·σ_i), then 0 appended.
+ */
+export function eulerLinearGrid(steps: number, shift: number): SigmaGrid {
+  validateSteps(steps);
+  validateShift(shift);
+  const f = Math.fround;
+  const base = linspace(1, 0, steps + 1);
+  const sigmas = new Float64Array(steps + 1);
+  const timesteps = new Float64Array(steps);
+  for (let i = 0; i < steps; i++) {
+    const s = f(base[i]);
+    sigmas[i] = f(f(f(shift) * s) / f(1 + f(f(shift - 1) * s)));
+    timesteps[i] = f(sigmas[i] * NUM_TRAIN_TIMESTEPS);
+  }
+  sigmas[steps] = 0;
+  checkDecreasing(sigmas, "euler (linear sigmas)", steps, shift);
+  return { sigmas, timesteps };
+}
+
+/**
  * Shared argument checks for `Sampler.step` (programming errors, so UsageError): i is an integer
  * step index in [0, steps), x and v (and out, if given) have the same length. Returns the output
  * buffer: `out` if given, else a new Float32Array.

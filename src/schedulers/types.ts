@@ -5,6 +5,26 @@
 export const SAMPLER_NAMES = ["unipc", "euler"] as const;
 export type SamplerName = (typeof SAMPLER_NAMES)[number];
 
+/** Which sigma grid: "default", the scheduler's own (Wan2.1); "linear", linspace(1, 0, N + 1)[:-1]
+ * passed to the scheduler and shifted, as HunyuanVideoPipeline does (Euler only). */
+export const SIGMA_SCHEDULES = ["default", "linear"] as const;
+export type SigmaSchedule = (typeof SIGMA_SCHEDULES)[number];
+
+/**
+ * What a multistep sampler does at a step whose velocity is approximate (a cache reused work):
+ * "keep" uses it like any other (the default; bit-exact with the uncached sampler when nothing is
+ * reused), "skip-corrector" leaves x_i uncorrected by it (the UniC corrector would fold the
+ * approximation into x_i), "order1" takes a first-order predictor step from it (no difference with
+ * the previous output), "skip-corrector+order1" both. Euler has no history: every mode is the same.
+ */
+export const APPROX_MODES = ["keep", "skip-corrector", "order1", "skip-corrector+order1"] as const;
+export type ApproxMode = (typeof APPROX_MODES)[number];
+
+export interface StepHint {
+  /** The velocity of this step is approximate (a cache reused some of its compute). */
+  approximate?: boolean;
+}
+
 export interface Sampler {
   readonly name: SamplerName;
   readonly steps: number;
@@ -23,7 +43,7 @@ export interface Sampler {
    * `out`. UniPC is multistep: steps must run in order 0..N−1 (step 0 starts a new run).
    * Throws UsageError on a bad index or mismatched lengths.
    */
-  step(i: number, x: Float32Array, v: Float32Array, out?: Float32Array): Float32Array;
+  step(i: number, x: Float32Array, v: Float32Array, out?: Float32Array, hint?: StepHint): Float32Array;
   /** Forget multistep history (no-op for Euler). */
   reset(): void;
 }

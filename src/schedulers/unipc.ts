@@ -14,7 +14,7 @@
  * Precision: scalar coefficients in float64 from the float32 sigma values; per element, one pass
  * in float64 with m and x̃ rounded to float32 (diffusers keeps them as fp32 tensors).
  */
-import type { Sampler } from "./types.ts";
+import type { ApproxMode, Sampler, StepHint } from "./types.ts";
 import { checkStepArgs, unipcFlowGrid } from "./sigmas.ts";
 import { ConfigError, UsageError } from "../errors.ts";
 
@@ -39,8 +39,11 @@ export class UniPCSampler implements Sampler {
   private m2 = new Float32Array(0);
   private next = 0; // the step index step() expects
   private prevOrder = 0; // p_{i−1}
+  /** What a step whose velocity is approximate (a cached step) does: see ApproxMode. */
+  readonly approx: ApproxMode;
 
-  constructor(steps: number, shift: number, order = 2) {
+  constructor(steps: number, shift: number, order = 2, approx: ApproxMode = "keep") {
+    this.approx = approx;
     if (order !== 1 && order !== 2) {
       throw new ConfigError(`unipc order must be 1 or 2, got ${JSON.stringify(order)}`, "omit order for the Wan2.1 default (2), or pass order: 1");
     }
@@ -70,8 +73,13 @@ export class UniPCSampler implements Sampler {
    * it is written) and returns it; otherwise returns a new Float32Array. The history is kept in
    * internal buffers, so the caller may reuse or overwrite x and v after the call.
    */
-  step(i: number, x: Float32Array, v: Float32Array, out?: Float32Array): Float32Array {
+  step(i: number, x: Float32Array, v: Float32Array, out?: Float32Array, hint?: StepHint): Float32Array {
     const y = checkStepArgs("unipc", this.steps, i, x, v, out);
+    // a cached step's velocity is an approximation: optionally keep it out of the corrector of x_i
+    // and/or out of the second-order predictor term (solver-aware reuse; docs/design/mixcache.md)
+    const approx = hint?.approximate === true;
+    const skipCorr = approx && (this.approx === "skip-corrector" || this.approx === "skip-corrector+order1");
+    const firstOrder = approx && (this.approx === "order1" || this.approx === "skip-corrector+order1");
     const n = x.length;
     if (i === 0) {
       this.reset();
@@ -97,7 +105,7 @@ export class UniPCSampler implements Sampler {
 
     // Corrector (UniC, bh2) of order p_{i−1}, for i ≥ 1:
     //   x̃_i = (σ_i/σ_{i−1})·x̃_{i−1} − α_i·φ·m_{i−1} − α_i·B·(cD·(m_{i−2} − m_{i−1}) + cRho·(m_i − m_{i−1}))
-    const hasCorr = i >= 1;
+    const hasCorr = i >= 1 && !skipCorr;
     let cL = 0, cPhi = 0, cK = 0, cD = 0, cRho = 0;
     if (hasCorr) {
       const p = this.prevOrder;
@@ -126,7 +134,7 @@ export class UniPCSampler implements Sampler {
     // Predictor (UniP, bh2) of order p_i:
     //   x_{i+1} = (σ_{i+1}/σ_i)·x̃_i − α_{i+1}·φ·m_i − [p_i = 2]·α_{i+1}·B·½·(m_{i−1} − m_i)/r
     // written as pA·x̃_i + pM·m_i − pE·(m_{i−1} − m_i).
-    const p = this.orderAt(i);
+    const p = firstOrder ? 1 : this.orderAt(i);
     const sN = S[i + 1];
     let pA: number, pM: number, pE: number;
     if (sN === 0) {

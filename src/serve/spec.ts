@@ -57,6 +57,7 @@ const EXAMPLE = '{"prompt": "a large red circle moving right on a black backgrou
 /** Inspect a model for serving: the same checks `mixcache generate` makes before loading weights. */
 export function describeModel(key: string): ServedModel {
   const info = inspectModel(key);
+  if (info.family !== "wan") throw new UsageError(`model ${info.name} is a ${info.family} folder; serve runs the pixel-space models`, "use `mixcache generate --model DIR` or the API for it");
   if (!info.pixelSpace || info.config.out_channels !== 3)
     throw new UsageError(`model ${info.name} produces ${info.config.out_channels}-channel latents, not RGB frames`, "serve a pixel-space model (serve does not run diffusers Wan2.1 folders yet: use `mixcache generate --model DIR` or the API)");
   if (!info.hasTextEncoder)
@@ -129,7 +130,7 @@ export function parseVideoRequest(body: unknown, models: readonly ServedModel[])
   validateShift(shift);
 
   const latent = info.latent!;
-  const [pt, ph, pw] = info.config.patch_size;
+  const [pt, ph, pw] = info.dims.patch;
   let width = latent.width, height = latent.height;
   const size = body.size;
   if (size !== undefined && size !== null) {

@@ -28,6 +28,16 @@ export function scale(a: Float32Array, s: number): Float32Array {
   return out;
 }
 
+/**
+ * axpy(x, k, sub(x, prev)) in one pass and one allocation: x + k * fround(x - prev), the difference
+ * rounded to float32 as the two-step form rounds it, so the result is bit-identical to it.
+ */
+export function axpyDiff(x: Float32Array, k: number, prev: Float32Array): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = x[i] + k * Math.fround(x[i] - prev[i]);
+  return out;
+}
+
 /** First-order extrapolation x + k (x - prev). */
 export function extrapolate(x: Float32Array, prev: Float32Array, k: number): Float32Array {
   const out = new Float32Array(x.length);

@@ -4,35 +4,10 @@
  * shares no code with src/models/wan/graphs.ts.
  */
 import type { WanConfig } from "../../src/models/wan/config.ts";
+import { layerNorm, linear } from "./f64.ts";
 
 type W = (k: string) => Float32Array;
 export type F64 = Float64Array;
-
-function linear(x: F64, rows: number, inp: number, w: Float32Array, b: Float32Array | null, out: number): F64 {
-  const y = new Float64Array(rows * out);
-  for (let r = 0; r < rows; r++)
-    for (let o = 0; o < out; o++) {
-      let s = b ? b[o] : 0;
-      for (let i = 0; i < inp; i++) s += x[r * inp + i] * w[o * inp + i];
-      y[r * out + o] = s;
-    }
-  return y;
-}
-
-function layerNorm(x: F64, rows: number, D: number, eps: number, w?: Float32Array, b?: Float32Array): F64 {
-  const y = new Float64Array(x.length);
-  for (let r = 0; r < rows; r++) {
-    let m = 0;
-    for (let i = 0; i < D; i++) m += x[r * D + i];
-    m /= D;
-    let v = 0;
-    for (let i = 0; i < D; i++) v += (x[r * D + i] - m) ** 2;
-    v /= D;
-    const inv = 1 / Math.sqrt(v + eps);
-    for (let i = 0; i < D; i++) y[r * D + i] = (x[r * D + i] - m) * inv * (w ? w[i] : 1) + (b ? b[i] : 0);
-  }
-  return y;
-}
 
 function rms(x: F64, rows: number, D: number, eps: number, w: Float32Array): F64 {
   const y = new Float64Array(x.length);

@@ -82,6 +82,8 @@ export interface TinyWanPipelineOptions {
   vae?: Record<string, unknown>;
   scheduler?: Record<string, unknown>;
   modelIndex?: Record<string, unknown>;
+  /** Wan2.2 A14B layout: a second expert in transformer_2/ (other random weights) switched at this boundary_ratio. */
+  boundaryRatio?: number;
   dir?: string;
 }
 
@@ -95,11 +97,13 @@ export function writeTinyWanPipeline(o: TinyWanPipelineOptions = {}): TinyWanPip
   const dir = o.dir ?? tempDir("mixcache-wanpipe-");
   const seed = o.seed ?? 3;
   const omit = new Set(o.omit ?? []);
-  writeFileSync(join(dir, "model_index.json"), JSON.stringify(modelIndexJson(o.modelIndex), null, 2));
+  const two = o.boundaryRatio !== undefined ? { boundary_ratio: o.boundaryRatio, transformer_2: ["diffusers", "WanTransformer3DModel"] } : {};
+  writeFileSync(join(dir, "model_index.json"), JSON.stringify(modelIndexJson({ ...two, ...o.modelIndex }), null, 2));
 
-  if (!omit.has("transformer")) {
-    const { config, weights } = tinyWan(seed, { in_channels: 4, out_channels: 4, text_dim: 24, patch_size: [1, 2, 2], num_layers: 2, ...o.transformer });
-    const tdir = join(dir, "transformer");
+  for (const name of ["transformer", ...(o.boundaryRatio !== undefined ? ["transformer_2"] : [])]) {
+    if (omit.has("transformer")) break;
+    const { config, weights } = tinyWan(name === "transformer" ? seed : seed + 50, { in_channels: 4, out_channels: 4, text_dim: 24, patch_size: [1, 2, 2], num_layers: 2, ...o.transformer });
+    const tdir = join(dir, name);
     mkdirSync(tdir, { recursive: true });
     const tensors: Record<string, { dtype: WriteDtype; shape: number[]; data: Float32Array }> = {};
     for (const [k, shape] of expectedShapes(config)) tensors[k] = { dtype: o.transformerDtype ?? "F32", shape, data: weights.get(k)! };

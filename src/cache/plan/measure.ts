@@ -24,6 +24,7 @@ import { generate } from "../../pipeline/generate.ts";
 import { add, sub } from "../../tensor/ops.ts";
 import { hooksAsCache } from "../strategy.ts";
 import { actionCosts, type Gran } from "../strategies/mixcache-decision.ts";
+import type { ApproxMode } from "../../schedulers/types.ts";
 
 export interface RunSpec {
   model: LoadedModel;
@@ -32,6 +33,8 @@ export interface RunSpec {
   steps: number;
   guidance?: number;
   shift?: number;
+  /** UniPC at the cached steps of a segment (the mode the planned schedule will run with). */
+  approx?: ApproxMode;
 }
 
 export interface Reference {
@@ -68,7 +71,7 @@ export function psnrOf(mse: number): number {
 const blank = <T>(): Record<Branch, T[]> => ({ cond: [], uncond: [] });
 
 export async function recordReference(spec: RunSpec, fn: number, bn: number): Promise<Reference> {
-  const L = spec.model.config.num_layers;
+  const L = spec.model.transformer.blocks.length;
   if (fn + bn >= L) throw new MixCacheError("CONFIG", `plan: fn + bn = ${fn + bn} leaves no middle block in a ${L}-block model`, `choose fn + bn < ${L}`);
   const ref: Reference = {
     spec, steps: spec.steps, cfg: false, fn, bn, costOf: { step: 1, cfg: 1, block: 1 }, latents: [], velocity: blank(), R: blank(), M: blank(), G: [],
@@ -76,7 +79,7 @@ export async function recordReference(spec: RunSpec, fn: number, bn: number): Pr
   const hooks: Hooks = {
     beginRun(r) {
       ref.cfg = r.cfg;
-      const c = actionCosts(r.macs, L, fn, bn, r.cfg);
+      const c = actionCosts(r.macs, fn, bn, r.cfg);
       ref.costOf = { step: c.step, cfg: c.cfg, block: c.block };
     },
     beginStep(step, latent) {
@@ -116,10 +119,12 @@ async function runSegment(ref: Reference, i: number, g: Gran, len: number, toEnd
   const j = i + 1 + len;
   if (len < 1 || j > N) throw new MixCacheError("USAGE", `plan: segment at ${i} with ${len} cached steps does not fit ${N} steps`);
   if (g === "cfg" && !ref.cfg) throw new MixCacheError("USAGE", "plan: CFG caching needs guidance > 1");
-  const L = ref.spec.model.config.num_layers;
+  const L = ref.spec.model.transformer.blocks.length;
   let captured: Float32Array | null = null;
   let k = 0;
   const hooks: Hooks = {
+    // replayed steps (k <= i) hand back exact velocities; only the segment's cached steps are approximate
+    approximate: (step) => step.index > i && step.index < j,
     beginStep(step, latent) {
       k = step.index;
       if (k === j && !toEnd) {
@@ -144,7 +149,7 @@ async function runSegment(ref: Reference, i: number, g: Gran, len: number, toEnd
     },
   };
   try {
-    const r = await generate({ model: ref.spec.model, prompt: ref.spec.prompt, seed: ref.spec.seed, steps: N, guidance: ref.spec.guidance, shift: ref.spec.shift, cache: hooksAsCache(hooks, "plan-segment") });
+    const r = await generate({ model: ref.spec.model, prompt: ref.spec.prompt, seed: ref.spec.seed, steps: N, guidance: ref.spec.guidance, shift: ref.spec.shift, approx: ref.spec.approx, cache: hooksAsCache(hooks, "plan-segment") });
     return r.video.data;
   } catch (e) {
     if (e instanceof Stop && captured) return captured;

@@ -18,6 +18,8 @@ import type { LoadedModel } from "../../models/load.ts";
 import { generate } from "../../pipeline/generate.ts";
 import { makeCache } from "../registry.ts";
 import { GRANULARITIES, type Gran } from "../strategies/mixcache-decision.ts";
+import { DEFAULT_SOLVER } from "../strategy.ts";
+import type { ApproxMode } from "../../schedulers/types.ts";
 import { LETTER_ACTION, PLAN_LETTER, planCompute, planDp, planSegments } from "./dp.ts";
 import { mse01, propagationGains, psnrOf, recordReference, segKey, segmentErrors, type Reference } from "./measure.ts";
 
@@ -52,6 +54,8 @@ export interface PlanOptions {
   searchEvals?: number;
   /** propagation gains measured every `gainGrid` steps */
   gainGrid?: number;
+  /** UniPC at cached steps while measuring segments (default: MixCache's `solver` default) */
+  approx?: ApproxMode;
   onProgress?: (phase: string, done: number, total: number) => void;
 }
 
@@ -86,7 +90,7 @@ async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
   const cost = new Map<string, number>();
   const pairs = o.prompts.flatMap((prompt) => o.seeds.map((seed) => ({ prompt, seed })));
   for (const [n, p] of pairs.entries()) {
-    const ref = await recordReference({ model: o.model, prompt: p.prompt, seed: p.seed, steps: o.steps, guidance: o.guidance, shift: o.shift }, fn, bn);
+    const ref = await recordReference({ model: o.model, prompt: p.prompt, seed: p.seed, steps: o.steps, guidance: o.guidance, shift: o.shift, approx: o.approx ?? DEFAULT_SOLVER }, fn, bn);
     refs.push(ref);
     const grans = GRANULARITIES.filter((g) => g !== "cfg" || ref.cfg);
     const local = await segmentErrors(ref, grans, maxRun, (d, t) => o.onProgress?.(`segments ${n + 1}/${pairs.length}`, d, t));

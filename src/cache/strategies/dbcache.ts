@@ -23,7 +23,8 @@ import { ConfigError } from "../../errors.ts";
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { add, relL1, sub } from "../../tensor/ops.ts";
+import { relL1, sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 
 export const dbcache = defineStrategy({
   name: "dbcache",
@@ -83,7 +84,7 @@ export const dbcache = defineStrategy({
               } else s.continuous = 0;
               if (b === "cond") trace.push({ step: ctx.step.index, timestep: ctx.step.timestep, action: skip ? "block" : "full", diff, continuous: s.continuous, cached: s.cached });
               let hM: Float32Array;
-              if (skip) hM = add(hF, mid!);
+              if (skip) hM = await addLarge(hF, mid!);
               else {
                 hM = await runBlocks(Fn, L - Bn, hF);
                 store.set(`front.${b}`, rF);

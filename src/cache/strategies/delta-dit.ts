@@ -20,7 +20,8 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { add, sub } from "../../tensor/ops.ts";
+import { sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 
 type Phase = "rear" | "front";
 
@@ -70,7 +71,7 @@ export const deltaDit = defineStrategy({
               }
               s.skipped++;
               const hIn = await runBlocks(0, from, h0);
-              return runBlocks(to, L, add(hIn, store.get(key)!));
+              return runBlocks(to, L, await addLarge(hIn, store.get(key)!));
             },
           },
           report: () => ({ name: "delta-dit", tag, config, peakBytes: store.peak, trace, counters: { skippedCond: st.cond.skipped, skippedUncond: st.uncond.skipped }, warnings: [] }),

@@ -19,7 +19,8 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { add, meanAbs, sub } from "../../tensor/ops.ts";
+import { meanAbs, sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 
 /** mean|a - b| (float64 accumulation). */
 function meanAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -77,7 +78,7 @@ export const easycache = defineStrategy({
                 trace.push({ step: index, timestep: ctx.step.timestep, action: skip ? "step" : "full", k, pred, acc: seen, forced });
                 if (skip) {
                   st.cond.skipped++;
-                  return add(x, store.get("cache.cond")!);
+                  return await addLarge(x, store.get("cache.cond")!);
                 }
                 const v = await compute();
                 const xa = store.get("x.computed");
@@ -93,7 +94,7 @@ export const easycache = defineStrategy({
               const cached = store.get("cache.uncond");
               if (skipStep && cached) {
                 st.uncond.skipped++;
-                return add(x, cached);
+                return await addLarge(x, cached);
               }
               const v = await compute();
               store.set("cache.uncond", sub(v, x));

@@ -16,7 +16,8 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { add, relL1, sub } from "../../tensor/ops.ts";
+import { relL1, sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 
 export const fbcache = defineStrategy({
   name: "fbcache",
@@ -53,7 +54,7 @@ export const fbcache = defineStrategy({
               if (b === "cond") trace.push({ step: ctx.step.index, timestep: ctx.step.timestep, action: skip ? "step" : "full", diff });
               if (skip) {
                 st[b].skipped++;
-                return add(h1, rest!);
+                return await addLarge(h1, rest!);
               }
               const hL = await runBlocks(1, ctx.numBlocks, h1);
               store.set(`first.${b}`, r0);

@@ -7,6 +7,7 @@ import { fmt } from "../knobs.ts";
 
 export const fewerSteps = defineStrategy({
   name: "fewer-steps",
+  solver: false,
   granularity: "step",
   summary: "Naive baseline: run round(N / speedup) sampler steps instead of N.",
   source: "baseline (evaluation protocol)",

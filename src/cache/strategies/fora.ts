@@ -44,9 +44,9 @@ export const fora = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
-            async module(ctx, block, kind, h, compute) {
+            async module(ctx, block, mod, h, compute) {
               const s = st[ctx.branch];
-              const key = `${ctx.branch}.${block}.${kind}`;
+              const key = `${ctx.branch}.${block}.${mod.name}`;
               const cached = store.get(key);
               if (cached && !foraIsFull(N, ctx.step.index)) {
                 s.reused++;

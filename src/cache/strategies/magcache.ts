@@ -26,7 +26,8 @@ import type { Branch, TraceRow } from "../../pipeline/hooks.ts";
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
-import { add, sub } from "../../tensor/ops.ts";
+import { sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 
 export interface MagCacheProfile {
   meta: ProfileMeta;
@@ -143,7 +144,7 @@ export const magcache = defineStrategy({
               if (ctx.branch === "cond") trace.push({ step: index, timestep: ctx.step.timestep, action: skip ? "step" : "full", gamma: g, ratio: seen.R, err: seen.E, n: seen.n });
               if (skip) {
                 s.skipped++;
-                return add(h0, store.get(key)!);
+                return await addLarge(h0, store.get(key)!);
               }
               const hL = await runBlocks(0, ctx.numBlocks, h0);
               const r = sub(hL, h0);

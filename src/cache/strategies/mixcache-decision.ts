@@ -15,6 +15,7 @@
  *    dev > delta2 halves maxInterval (>= 1), dev < delta1 grows it by 1 (<= cap) [summary].
  *  - The last `tailSteps` steps are always computed.
  */
+import type { FamilyMacs } from "../../models/family.ts";
 
 export const GRANULARITIES = ["step", "cfg", "block"] as const;
 export type Gran = (typeof GRANULARITIES)[number];
@@ -116,15 +117,19 @@ export class Scheduler {
 }
 
 /** MAC cost of each action as a fraction of a full step. */
-export function actionCosts(m: { time: number; patch: number; sa: number; ca: number; ffn: number; head: number }, blocks: number, front: number, back: number, cfg: boolean): Record<Action, number> {
+export function actionCosts(m: FamilyMacs, front: number, back: number, cfg: boolean): Record<Action, number> {
   const nb = cfg ? 2 : 1;
-  const blk = m.sa + m.ca + m.ffn;
+  const blk = m.module.map((row) => row.reduce((a, b) => a + b, 0));
+  const sum = (from: number, to: number) => blk.slice(from, to).reduce((a, b) => a + b, 0);
+  const body = sum(0, blk.length);
+  const edges = sum(0, front) + sum(blk.length - back, blk.length);
   const base = m.time + m.patch;
-  const full = base + nb * (blocks * blk + m.head);
+  const branch = m.branchIn + m.head; // what a branch spends outside its blocks
+  const full = base + nb * (body + branch);
   return {
     full: 1,
-    step: (base + nb * m.head) / full,
-    cfg: (base + blocks * blk + m.head) / full,
-    block: (base + nb * ((front + back) * blk + m.head)) / full,
+    step: (base + nb * branch) / full, // the body is reused; branch input and head still run
+    cfg: (base + body + branch) / full, // the uncond branch is reused whole
+    block: (base + nb * (edges + branch)) / full,
   };
 }

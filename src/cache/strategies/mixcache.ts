@@ -20,7 +20,8 @@
 import { CacheStore, defineStrategy, perBranch } from "../strategy.ts";
 import { fmt, type KnobConfig } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
-import { add, axpy, relL1, sub } from "../../tensor/ops.ts";
+import { axpyDiff, relL1, sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 import type { BlockRunner, Branch, BranchCtx, CacheReport, CacheStrategy, Hooks, RunInfo, StepInfo, StepOutputs, TraceRow } from "../../pipeline/hooks.ts";
 import { ConfigError } from "../../errors.ts";
 import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
@@ -105,7 +106,7 @@ export interface SpeedChoice {
 }
 
 export interface PlanProfile {
-  meta: ProfileMeta & { prompts: string[]; seeds: number[]; fn: number; bn: number; seconds: number };
+  meta: ProfileMeta & { prompts: string[]; seeds: number[]; fn: number; bn: number; seconds: number; /** UniPC mode at cached steps the segments were measured under (absent: "keep") */ solver?: string };
   schedules: PlannedSchedule[];
   speeds?: SpeedChoice[];
 }
@@ -246,7 +247,7 @@ class MixCacheRun {
   private extrap(x: Float32Array, prev: Float32Array | undefined, index: number): Float32Array {
     if (this.s.c.order === 0 || !prev || this.prevFull < 0) return x;
     const k = (this.s.c.extrapolation * (index - this.lastFull)) / Math.max(1, this.lastFull - this.prevFull);
-    return axpy(x, k, sub(x, prev));
+    return axpyDiff(x, k, prev); // = axpy(x, k, sub(x, prev)), one pass
   }
 
   private beginRun(r: RunInfo): void {
@@ -259,7 +260,7 @@ class MixCacheRun {
       throw new ConfigError(`mixcache: fn + bn = ${Fn + Bn} leaves no middle block in a ${L}-block model`, `choose fn + bn < ${L}`);
     this.warmupSteps = Math.max(1, Math.ceil(c.warmup * r.steps));
     this.trigger = new Trigger({ minWarmup: this.warmupSteps, tau: c.trigger_tau, patience: c.trigger_patience });
-    this.cost = actionCosts(r.macs, L, Fn, Bn, r.cfg);
+    this.cost = actionCosts(r.macs, Fn, Bn, r.cfg);
     const one = new Array(r.steps).fill(1);
     this.I = profile && c.impact
       ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
@@ -341,7 +342,7 @@ class MixCacheRun {
   private async branch(ctx: BranchCtx, compute: () => Promise<Float32Array>): Promise<Float32Array> {
     if (this.action === "cfg" && ctx.branch === "uncond") {
       const G = this.store.get("G")!;
-      return add(ctx.condVelocity!, this.extrap(G, this.store.get("Gprev"), ctx.step.index));
+      return addLarge(ctx.condVelocity!, this.extrap(G, this.store.get("Gprev"), ctx.step.index));
     }
     return compute();
   }
@@ -351,7 +352,7 @@ class MixCacheRun {
     const { Fn, Bn, L } = this;
     const b = this.br[ctx.branch];
     const i = ctx.step.index;
-    if (this.action === "step") return add(h0, this.extrap(b.R!, b.Rprev, i));
+    if (this.action === "step") return addLarge(h0, this.extrap(b.R!, b.Rprev, i));
     const hF = await runBlocks(0, Fn, h0);
     if (this.action === "block" && c.probe && !this.planActions && Fn > 0 && b.probe && ctx.branch === "cond") {
       // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
@@ -364,7 +365,7 @@ class MixCacheRun {
         this.counters.probeVetoes++;
       }
     }
-    if (this.action === "block") return runBlocks(L - Bn, L, add(hF, this.extrap(b.M!, b.Mprev, i)));
+    if (this.action === "block") return runBlocks(L - Bn, L, await addLarge(hF, this.extrap(b.M!, b.Mprev, i)));
     const hB = await runBlocks(Fn, L - Bn, hF);
     const hL = await runBlocks(L - Bn, L, hB);
     if (this.action === "full") {
@@ -499,6 +500,7 @@ export const mixcache = defineStrategy({
 
 export const mixcachePlus = defineStrategy({
   name: "mixcache-plus",
+  solver: "skip-corrector", // npm run bench:solver: best for its extrapolated reuse on both embedded models
   granularity: "hybrid",
   summary: "MixCache+ : MixCache with first-order extrapolated reuse of every cache (our improvement).",
   source: "MixCache (arXiv 2508.12691) + first-order reuse as in ScalingCache / TaylorSeer",

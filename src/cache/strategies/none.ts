@@ -3,6 +3,7 @@ import { defineStrategy } from "../strategy.ts";
 
 export const none = defineStrategy({
   name: "none",
+  solver: false,
   granularity: "none",
   summary: "No caching: every step, branch, block and module is computed (the reference output).",
   source: "-",

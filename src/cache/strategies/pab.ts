@@ -28,7 +28,7 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import type { ModuleKind } from "../../models/wan/model.ts";
+import type { ModuleRole } from "../../models/family.ts";
 
 /** When is module `kind` broadcast (reused) at step `index`, timestep t? The decision alone. */
 function pabBroadcasts(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
@@ -52,7 +52,10 @@ export const pab = defineStrategy({
   ],
   exact: { sa_range: 1, ca_range: 1, ffn_range: 1 },
   build(config) {
-    const range: Record<ModuleKind, number> = { sa: config.sa_range, ca: config.ca_range, ffn: config.ffn_range };
+    // by role, so every family maps: attention over the video tokens (Wan sa, HunyuanVideo joint)
+    // is PAB's spatial-temporal attention, cross-attention its cross attention, the MLP its MLP
+    const byRole: Record<ModuleRole, number> = { "self-attn": config.sa_range, "joint-attn": config.sa_range, "cross-attn": config.ca_range, mlp: config.ffn_range };
+    const range = { sa: config.sa_range, ca: config.ca_range, ffn: config.ffn_range };
     const lo = config.t_lo, hi = config.t_hi;
     let tag = `pab-s${range.sa}c${range.ca}${range.ffn > 1 ? `f${range.ffn}` : ""}`;
     if (lo !== 100 || hi !== 800) tag += `-t${fmt(lo)}-${fmt(hi)}`;
@@ -67,10 +70,10 @@ export const pab = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
-            async module(ctx, block, kind, h, compute) {
+            async module(ctx, block, mod, h, compute) {
               const s = st[ctx.branch];
-              const r = range[kind];
-              const key = `${ctx.branch}.${block}.${kind}`;
+              const r = byRole[mod.role];
+              const key = `${ctx.branch}.${block}.${mod.name}`;
               const cached = store.get(key);
               if (cached && pabBroadcasts(r, lo, hi, ctx.step.index, ctx.step.timestep)) {
                 s.reused++;

@@ -26,7 +26,8 @@
  */
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
-import type { ModuleKind } from "../../models/wan/model.ts";
+import type { ModuleDecl } from "../../models/family.ts";
+import { axpyLarge } from "../../graph/elementwise.ts";
 
 /** The decision alone: is step `index` a full step, given the last full step (or -1)? */
 function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
@@ -48,7 +49,39 @@ export function taylorUpdate(out: Float32Array, old: Float32Array[], dt: number,
   return f;
 }
 
-/** Forecast sum_k F_k d^k / k! (accumulated in float64). */
+/**
+ * taylorUpdate() that writes the new higher factors into the old factors' arrays (F_1..F_O are
+ * created here and held only by the strategy, so nothing else sees them change): no allocation
+ * after the first full steps. Element by element, the same operations in the same order as
+ * taylorUpdate(), so the factors are bit-identical (test/cache_module_level.test.ts).
+ */
+export function taylorUpdateInPlace(out: Float32Array, old: Float32Array[], dt: number, order: number): Float32Array[] {
+  const K = dt > 0 ? Math.min(order, old.length) : 0;
+  if (K === 0) return [out];
+  const f: Float32Array[] = [out];
+  for (let k = 1; k <= K; k++) f.push(k < old.length ? old[k] : new Float32Array(out.length));
+  const n = out.length;
+  if (K === 1) {
+    const prev = old[0], next = f[1];
+    for (let j = 0; j < n; j++) next[j] = (out[j] - prev[j]) / dt;
+    return f;
+  }
+  for (let j = 0; j < n; j++) {
+    let cur = out[j];
+    for (let k = 0; k < K; k++) {
+      const next = Math.fround((cur - old[k][j]) / dt); // old[k][j] is read before f[k] (= old[k]) is written below
+      if (k > 0) f[k][j] = cur;
+      cur = next;
+    }
+    f[K][j] = cur;
+  }
+  return f;
+}
+
+/** float64 accumulator for taylorPredict with more than two factors (never escapes). */
+let predictScratch = new Float64Array(0);
+
+/** Forecast sum_k F_k d^k / k! (accumulated in float64: s = 0, then s += c_k F_k[j] in order). */
 export function taylorPredict(factors: Float32Array[], d: number): Float32Array {
   const n = factors[0].length;
   const coef: number[] = [];
@@ -58,16 +91,41 @@ export function taylorPredict(factors: Float32Array[], d: number): Float32Array 
     coef.push(c);
   }
   const out = new Float32Array(n);
-  for (let j = 0; j < n; j++) {
-    let s = 0;
-    for (let k = 0; k < factors.length; k++) s += coef[k] * factors[k][j];
-    out[j] = s;
+  const f0 = factors[0], c0 = coef[0];
+  if (factors.length === 1) {
+    for (let j = 0; j < n; j++) out[j] = 0 + c0 * f0[j];
+  } else if (factors.length === 2) {
+    // the default (order 1): one pass, no array-of-arrays indexing in the inner loop
+    const f1 = factors[1], c1 = coef[1];
+    for (let j = 0; j < n; j++) out[j] = 0 + c0 * f0[j] + c1 * f1[j];
+  } else {
+    if (predictScratch.length < n) predictScratch = new Float64Array(n);
+    const s = predictScratch;
+    for (let j = 0; j < n; j++) s[j] = 0 + c0 * f0[j];
+    for (let k = 1; k < factors.length; k++) {
+      const fk = factors[k], ck = coef[k];
+      for (let j = 0; j < n; j++) s[j] += ck * fk[j];
+    }
+    for (let j = 0; j < n; j++) out[j] = s[j];
   }
   return out;
 }
 
+/**
+ * The forecast the hook returns. Order 0 returns F_0 itself (the loop only reads it); order 1,
+ * F_0 + d F_1, runs as one onnxruntime call in float32 (graph/elementwise.ts axpyLarge: ~30 us vs
+ * ~65 us for the JS loop on a 256 x 128 hidden state), within an ulp of taylorPredict's float64
+ * sum (test/bookkeeping.test.ts); higher orders use taylorPredict.
+ */
+export async function taylorForecast(factors: Float32Array[], d: number): Promise<Float32Array> {
+  if (factors.length === 1) return factors[0];
+  if (factors.length === 2) return axpyLarge(factors[0], d, factors[1]);
+  return taylorPredict(factors, d);
+}
+
 export const taylorseer = defineStrategy({
   name: "taylorseer",
+  solver: "order1",
   granularity: "module",
   summary: "TaylorSeer: full compute every N steps storing each module's output and its finite-difference derivatives; in between, forecast every module output with a Taylor expansion of order O.",
   source: "Liu et al., ICCV 2025, arXiv 2503.06923 (Shenyi-Z/TaylorSeer; diffusers TaylorSeerCacheConfig)",
@@ -83,7 +141,7 @@ export const taylorseer = defineStrategy({
     const O = config.order;
     const warmup = config.warmup;
     const onlyAttn = config.modules === "attn";
-    const hooked = (k: ModuleKind) => !onlyAttn || k !== "ffn";
+    const hooked = (m: ModuleDecl) => !onlyAttn || m.role !== "mlp";
     let tag = `taylorseer-N${N}-O${O}`;
     if (warmup !== 3) tag += `-W${warmup}`;
     if (onlyAttn) tag += "-attn";
@@ -113,24 +171,24 @@ export const taylorseer = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
-            async module(ctx, block, kind, h, compute) {
+            async module(ctx, block, mod, h, compute) {
               const s = decide(ctx.branch, ctx.step.index);
-              const key = `${ctx.branch}.${block}.${kind}`;
+              const key = `${ctx.branch}.${block}.${mod.name}`;
               const m = meta.get(key);
-              if (!s.full && hooked(kind) && m) {
+              if (!s.full && hooked(mod) && m) {
                 const factors: Float32Array[] = [];
                 for (let k = 0; k < m.orders; k++) factors.push(store.get(`${key}.F${k}`)!);
                 s.reused++;
                 s.reusedTotal++;
-                return taylorPredict(factors, ctx.step.index - m.at);
+                return taylorForecast(factors, ctx.step.index - m.at);
               }
               const out = await compute(h);
               s.computed++;
-              if (N > 1 && hooked(kind)) {
+              if (N > 1 && hooked(mod)) {
                 const old: Float32Array[] = [];
                 if (m) for (let k = 0; k < m.orders; k++) old.push(store.get(`${key}.F${k}`)!);
                 const dt = m ? ctx.step.index - m.at : 0;
-                const f = taylorUpdate(out, old, dt, O);
+                const f = taylorUpdateInPlace(out, old, dt, O);
                 for (let k = 0; k < f.length; k++) store.set(`${key}.F${k}`, f[k]);
                 meta.set(key, { at: ctx.step.index, orders: f.length });
               }

@@ -17,7 +17,8 @@ import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
-import { add, relL1, sub } from "../../tensor/ops.ts";
+import { relL1, sub } from "../../tensor/ops.ts";
+import { addLarge } from "../../graph/elementwise.ts";
 import { polyval } from "../../tensor/polyfit.ts";
 
 export interface TeaCacheProfile {
@@ -77,7 +78,7 @@ export const teacache = defineStrategy({
               if (ctx.branch === "cond") trace.push({ step: index, timestep: ctx.step.timestep, action: skip ? "step" : "full", rescaled: dist, accumulated: s.acc });
               if (skip) {
                 s.skipped++;
-                return add(h0, store.get(key)!);
+                return await addLarge(h0, store.get(key)!);
               }
               s.acc = 0;
               const hL = await runBlocks(0, ctx.numBlocks, h0);

@@ -140,7 +140,10 @@ const LATENT_MAX = { frames: 1024, height: 4096, width: 4096 } as const;
  * numbers, not strings), positive, bounded, channels = in_channels, frames/height/width divisible
  * by the patch size and the patch grid within rope_max_seq_len.
  */
-export function parseLatent(raw: unknown, c: WanConfig, source = "latent"): { channels: number; frames: number; height: number; width: number } {
+/** What a latent size is checked against: channels, the [t, h, w] patch and, for Wan, the RoPE table length. */
+export type LatentRules = Pick<WanConfig, "in_channels" | "patch_size"> & { rope_max_seq_len?: number };
+
+export function parseLatent(raw: unknown, c: LatentRules, source = "latent"): { channels: number; frames: number; height: number; width: number } {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw))
     throw new ConfigError(`${source}: expected an object { channels, frames, height, width }, got ${JSON.stringify(raw)}`);
   const o = raw as Record<string, unknown>;
@@ -158,7 +161,7 @@ export function parseLatent(raw: unknown, c: WanConfig, source = "latent"): { ch
     const p = c.patch_size[i];
     const v = o[k] as number;
     if (v % p) throw new ConfigError(`${source}: ${k} ${v} is not divisible by the patch size ${p} (patch_size [${c.patch_size}])`, `use a multiple of ${p}, e.g. ${Math.max(p, v - (v % p))}`);
-    if (v / p > c.rope_max_seq_len) throw new ConfigError(`${source}: ${k} ${v} gives ${v / p} patches, above rope_max_seq_len ${c.rope_max_seq_len}`, `use at most ${p * c.rope_max_seq_len}`);
+    if (c.rope_max_seq_len !== undefined && v / p > c.rope_max_seq_len) throw new ConfigError(`${source}: ${k} ${v} gives ${v / p} patches, above rope_max_seq_len ${c.rope_max_seq_len}`, `use at most ${p * c.rope_max_seq_len}`);
   });
   return { channels: o.channels as number, frames: o.frames as number, height: o.height as number, width: o.width as number };
 }

@@ -5,7 +5,10 @@
  * caller owns the residual stream: x <- x + sa(x); x <- x + ca(x); x <- x + ffn(x).
  */
 import { Graph } from "../../graph/builder.ts";
-import { attention, geluTanh, layerNorm, linear, mergeHeads, rmsNorm, rope, silu, splitHeads } from "../../graph/layers.ts";
+import {
+  attention, fastGeluBias, geluTanh, layerNorm, layerNormScaled, linear, mergeHeads, multiHeadAttention, rmsNorm, rmsNormFused, rope, ropeFused,
+  silu, splitHeads,
+} from "../../graph/layers.ts";
 import { WanConfig, dimOf } from "./config.ts";
 
 export type WeightGetter = (key: string) => Float32Array;
@@ -72,71 +75,145 @@ export function buildCrossKvGraph(c: WanConfig, w: WeightGetter, i: number): Gra
   return g;
 }
 
+/**
+ * How the module graphs are built. `fused` (the default) uses onnxruntime's fused operators where
+ * the CPU provider has them: LayerNormalization with the modulation as its scale and bias,
+ * SimplifiedLayerNormalization (RMSNorm), RotaryEmbedding, MultiHeadAttention, FastGelu. The plain
+ * graphs (standard ONNX only) stay as the reference they are checked against (test/fused_ops.test.ts).
+ */
+export interface WanGraphOptions {
+  fused?: boolean;
+}
+
+type V = ReturnType<Graph["input"]>;
+
 /** Modulated non-affine LayerNorm: LN(x) (1 + scale) + shift with chunks of (table + tproj). */
-function modulated(g: Graph, c: WanConfig, x: ReturnType<Graph["input"]>, mod: ReturnType<Graph["input"]>, name: string, shiftIdx: number) {
+function modulated(g: Graph, c: WanConfig, x: V, mod: V, name: string, shiftIdx: number, fused: boolean) {
   const D = dimOf(c);
   const shift = g.slice(mod, 1, shiftIdx, shiftIdx + 1);
   const scale = g.slice(mod, 1, shiftIdx + 1, shiftIdx + 2);
   const gate = g.slice(mod, 1, shiftIdx + 2, shiftIdx + 3);
+  if (fused) return { h: layerNormScaled(g, x, g.reshape(g.add(scale, g.f32(1)), [D]), g.reshape(shift, [D]), c.eps), gate };
   const n = layerNorm(g, x, name, D, c.eps, null, null);
   return { h: g.add(g.mul(n, g.add(scale, g.f32(1))), shift), gate };
 }
 
-/** Self-attention module of block i: x [1, L, D], tproj [1, 6, D], cos/sin [L, d/2] -> gated residual. */
-export function buildSelfAttnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
-  const g = new Graph(`sa${i}`);
+/** (table + tproj) [1, 6, D]: the modulation chunks of block i. */
+function modulation(g: Graph, c: WanConfig, w: WeightGetter, i: number, tproj: V): V {
+  const p = `blocks.${i}.`;
+  return g.add(g.weight(`${p}scale_shift_table`, w(`${p}scale_shift_table`), [1, 6, dimOf(c)]), tproj);
+}
+
+/** Self-attention of block i on x [1, L, D] -> gated residual [1, L, D]. */
+function selfAttn(g: Graph, c: WanConfig, w: WeightGetter, i: number, x: V, tproj: V, cos: V, sin: V, fused: boolean): V {
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;
   const p = `blocks.${i}.`;
+  const { h, gate } = modulated(g, c, x, modulation(g, c, w, i, tproj), `${p}norm1`, 0, fused);
+  const a = `${p}attn1.`;
+  const norm = fused ? rmsNormFused : rmsNorm;
+  const q = norm(g, linear(g, h, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
+  const k = norm(g, linear(g, h, `${a}to_k`, w(`${a}to_k.weight`), w(`${a}to_k.bias`), D, D), `${a}norm_k`, w(`${a}norm_k.weight`), c.eps);
+  const v = linear(g, h, `${a}to_v`, w(`${a}to_v.weight`), w(`${a}to_v.bias`), D, D);
+  let o: V;
+  if (fused) {
+    o = multiHeadAttention(g, ropeFused(g, q, cos, sin, H), ropeFused(g, k, cos, sin, H), v, H);
+  } else {
+    const qr = g.transpose(rope(g, g.reshape(q, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
+    const kr = g.transpose(rope(g, g.reshape(k, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
+    o = mergeHeads(g, attention(g, qr, kr, splitHeads(g, v, H, d), d), D);
+  }
+  const out = linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D);
+  return g.mul(out, gate);
+}
+
+/** Cross-attention of block i: x, k, v [1, H, S, d] (precomputed per prompt) -> residual (no gate). */
+function crossAttn(g: Graph, c: WanConfig, w: WeightGetter, i: number, x: V, k: V, v: V, fused: boolean): V {
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const d = c.attention_head_dim;
+  const p = `blocks.${i}.`;
+  const n = layerNorm(g, x, `${p}norm2`, D, c.eps, w(`${p}norm2.weight`), w(`${p}norm2.bias`));
+  const a = `${p}attn2.`;
+  const q = (fused ? rmsNormFused : rmsNorm)(g, linear(g, n, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
+  const o = fused ? multiHeadAttention(g, q, k, v, H) : mergeHeads(g, attention(g, splitHeads(g, q, H, d), k, v, d), D);
+  return linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D);
+}
+
+/** FFN of block i: x, tproj -> gated residual (GELU-tanh MLP on the modulated norm). */
+function ffn(g: Graph, c: WanConfig, w: WeightGetter, i: number, x: V, tproj: V, fused: boolean): V {
+  const D = dimOf(c);
+  const p = `blocks.${i}.`;
+  const { h, gate } = modulated(g, c, x, modulation(g, c, w, i, tproj), `${p}norm3`, 3, fused);
+  const l1 = `${p}ffn.net.0.proj`;
+  const f = fused
+    ? fastGeluBias(g, linear(g, h, l1, w(`${l1}.weight`), null, c.ffn_dim, D), g.weight(`${l1}.bias`, w(`${l1}.bias`), [c.ffn_dim]))
+    : geluTanh(g, linear(g, h, l1, w(`${l1}.weight`), w(`${l1}.bias`), c.ffn_dim, D));
+  const out = linear(g, f, `${p}ffn.net.2`, w(`${p}ffn.net.2.weight`), w(`${p}ffn.net.2.bias`), D, c.ffn_dim);
+  return g.mul(out, gate);
+}
+
+/** Self-attention module of block i: x [1, L, D], tproj [1, 6, D], cos/sin [L, d/2] -> gated residual. */
+export function buildSelfAttnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
+  const g = new Graph(`sa${i}`);
+  const D = dimOf(c);
+  const P = c.attention_head_dim / 2;
   const x = g.input("x", [1, "L", D]);
   const tproj = g.input("tproj", [1, 6, D]);
-  const cos = g.input("cos", ["L", d / 2]);
-  const sin = g.input("sin", ["L", d / 2]);
-  const mod = g.add(g.weight(`${p}scale_shift_table`, w(`${p}scale_shift_table`), [1, 6, D]), tproj);
-  const { h, gate } = modulated(g, c, x, mod, `${p}norm1`, 0);
-  const a = `${p}attn1.`;
-  const q = rmsNorm(g, linear(g, h, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
-  const k = rmsNorm(g, linear(g, h, `${a}to_k`, w(`${a}to_k.weight`), w(`${a}to_k.bias`), D, D), `${a}norm_k`, w(`${a}norm_k.weight`), c.eps);
-  const v = linear(g, h, `${a}to_v`, w(`${a}to_v.weight`), w(`${a}to_v.bias`), D, D);
-  const qr = g.transpose(rope(g, g.reshape(q, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
-  const kr = g.transpose(rope(g, g.reshape(k, [1, -1, H, d]), cos, sin, H, d), [0, 2, 1, 3]);
-  const o = mergeHeads(g, attention(g, qr, kr, splitHeads(g, v, H, d), d), D);
-  const out = linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D);
-  g.output(g.mul(out, gate), "r", [1, "L", D]);
+  const cos = g.input("cos", ["L", P]);
+  const sin = g.input("sin", ["L", P]);
+  g.output(selfAttn(g, c, w, i, x, tproj, cos, sin, o.fused ?? true), "r", [1, "L", D]);
   return g;
 }
 
 /** Cross-attention module of block i: x, k, v (precomputed per prompt) -> residual (no gate). */
-export function buildCrossAttnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+export function buildCrossAttnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
   const g = new Graph(`ca${i}`);
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;
-  const p = `blocks.${i}.`;
   const x = g.input("x", [1, "L", D]);
   const k = g.input("k", [1, H, "S", d]);
   const v = g.input("v", [1, H, "S", d]);
-  const n = layerNorm(g, x, `${p}norm2`, D, c.eps, w(`${p}norm2.weight`), w(`${p}norm2.bias`));
-  const a = `${p}attn2.`;
-  const q = rmsNorm(g, linear(g, n, `${a}to_q`, w(`${a}to_q.weight`), w(`${a}to_q.bias`), D, D), `${a}norm_q`, w(`${a}norm_q.weight`), c.eps);
-  const o = mergeHeads(g, attention(g, splitHeads(g, q, H, d), k, v, d), D);
-  g.output(linear(g, o, `${a}to_out.0`, w(`${a}to_out.0.weight`), w(`${a}to_out.0.bias`), D, D), "r", [1, "L", D]);
+  g.output(crossAttn(g, c, w, i, x, k, v, o.fused ?? true), "r", [1, "L", D]);
   return g;
 }
 
 /** FFN module of block i: x, tproj -> gated residual (GELU-tanh MLP on the modulated norm). */
-export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
+export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
   const g = new Graph(`ffn${i}`);
   const D = dimOf(c);
-  const p = `blocks.${i}.`;
   const x = g.input("x", [1, "L", D]);
   const tproj = g.input("tproj", [1, 6, D]);
-  const mod = g.add(g.weight(`${p}scale_shift_table`, w(`${p}scale_shift_table`), [1, 6, D]), tproj);
-  const { h, gate } = modulated(g, c, x, mod, `${p}norm3`, 3);
-  const f = geluTanh(g, linear(g, h, `${p}ffn.net.0.proj`, w(`${p}ffn.net.0.proj.weight`), w(`${p}ffn.net.0.proj.bias`), c.ffn_dim, D));
-  const out = linear(g, f, `${p}ffn.net.2`, w(`${p}ffn.net.2.weight`), w(`${p}ffn.net.2.bias`), D, c.ffn_dim);
-  g.output(g.mul(out, gate), "r", [1, "L", D]);
+  g.output(ffn(g, c, w, i, x, tproj, o.fused ?? true), "r", [1, "L", D]);
+  return g;
+}
+
+/**
+ * Blocks [from, to) as one graph: x [1, L, D], tproj, cos, sin and every block's cross-attention
+ * k{i}, v{i} -> h [1, L, D], with the residual adds (x <- x + sa; x <- x + ca; x <- x + ffn) inside.
+ * The same module subgraphs as the per-module graphs, so both paths compute the same operations
+ * (test/fused_block.test.ts checks they agree bit for bit).
+ */
+export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to: number, o: WanGraphOptions = {}): Graph {
+  const g = new Graph(to - from === 1 ? `block${from}` : `blocks${from}_${to}`);
+  const D = dimOf(c);
+  const H = c.num_attention_heads;
+  const d = c.attention_head_dim;
+  const fused = o.fused ?? true;
+  let x = g.input("x", [1, "L", D]);
+  const tproj = g.input("tproj", [1, 6, D]);
+  const cos = g.input("cos", ["L", d / 2]);
+  const sin = g.input("sin", ["L", d / 2]);
+  for (let i = from; i < to; i++) {
+    const k = g.input(`k${i}`, [1, H, "S", d]);
+    const v = g.input(`v${i}`, [1, H, "S", d]);
+    x = g.add(x, selfAttn(g, c, w, i, x, tproj, cos, sin, fused));
+    x = g.add(x, crossAttn(g, c, w, i, x, k, v, fused));
+    x = g.add(x, ffn(g, c, w, i, x, tproj, fused));
+  }
+  g.output(x, "h", [1, "L", D]);
   return g;
 }
 

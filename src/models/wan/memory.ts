@@ -2,10 +2,12 @@
  * Memory estimate of a run, checked before any onnxruntime session is built, so a size that cannot
  * fit is refused with the numbers instead of swapping or being killed halfway. From the graphs'
  * shapes (src/models/wan/graphs.ts), in float32 bytes:
- *  - weights: every parameter once (the sessions' initializers);
- *  - the largest stage call at the requested latent: self-attention materialises the scores
- *    [H, L, L] and their softmax (src/graph/layers.ts attention), next to about 8 [L, D] tensors;
- *    cross-attention [H, L, S]; the FFN ~3 [L, ffn_dim];
+ *  - weights: every parameter once (the sessions' initializers; twice for a model small enough to
+ *    get fused block sessions, FUSED_BLOCKS_MAX_WEIGHT_BYTES, where it is negligible);
+ *  - the largest stage call at the requested latent: self-attention ~8 [L, D] tensors (q, k, v,
+ *    rotated q/k, output; com.microsoft MultiHeadAttention does not materialise the [H, L, L]
+ *    scores: measured at L 8192, 12 heads, d 128, +0.19 GiB over its inputs vs +3.09 GiB for the
+ *    plain graph, bench/runtime.ts), cross-attention ~6 [L, D], the FFN ~3 [L, ffn_dim];
  *  - what the loop and a cache hold: ~16 [L, D] hidden states (tokens, residuals of both branches,
  *    MixCache's R/M caches), ~8 latents, and the cross-attention K/V of both prompts;
  *  - threads: 1 MiB per intra-op thread of every session (stacks and GEMM buffers; a rough figure:
@@ -16,6 +18,7 @@ import { freemem } from "node:os";
 import { MixCacheError } from "../../errors.ts";
 import { defaultThreads } from "../../backend/ort.ts";
 import { dimOf, parameterCount, type WanConfig } from "./config.ts";
+import { FUSED_BLOCKS_MAX_WEIGHT_BYTES } from "./model.ts";
 
 export interface LatentSize {
   channels: number;
@@ -47,15 +50,16 @@ export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defau
   const S = textTokens;
   const n = latent.channels * latent.frames * latent.height * latent.width;
   const stages = {
-    sa: 2 * H * L * L + 8 * L * D + L * c.attention_head_dim,
-    ca: 2 * H * L * S + 6 * L * D,
+    sa: 8 * L * D + L * c.attention_head_dim,
+    ca: 6 * L * D + H * S * c.attention_head_dim,
     ffn: 3 * L * c.ffn_dim + 4 * L * D,
   };
   const stage = (Object.keys(stages) as Array<keyof typeof stages>).reduce((a, b) => (stages[b] > stages[a] ? b : a));
-  const sessions = 4 * c.num_layers + 4; // time, text, patch, head + kv, sa, ca, ffn per block
+  // time, text, patch, head + kv, sa, ca, ffn per block (+ a fused session per block for small models)
+  const sessions = (4 * parameterCount(c) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES ? 5 : 4) * c.num_layers + 4;
   const est = {
     tokens: L,
-    weights: 4 * parameterCount(c),
+    weights: 4 * parameterCount(c) * (4 * parameterCount(c) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES ? 2 : 1),
     stage,
     activations: 4 * stages[stage],
     state: 4 * (16 * L * D + 8 * n + 2 * c.num_layers * 2 * S * D),
@@ -99,7 +103,7 @@ export function checkMemory(c: WanConfig, latent: LatentSize, o: { threads?: num
       `a run of ${o.model ? `model ${o.model}` : "this model"} at latent ${size} (${e.tokens.toLocaleString("en-US")} tokens) needs about ${humanBytes(need)}, ` +
         `more than the ${humanBytes(avail)} available (${o.loaded ? "" : `weights ${humanBytes(e.weights)}, `}largest stage ${e.stage} ${humanBytes(e.activations)}, ` +
         `held tensors ${humanBytes(e.state)}, threads ${humanBytes(e.threads)})`,
-      "use a smaller latent: fewer frames or a smaller height/width (self-attention memory grows with the square of the tokens), fewer --threads, or a machine with more free memory",
+      "use a smaller latent: fewer frames or a smaller height/width (activation memory grows with the tokens), fewer --threads, or a machine with more free memory",
     );
   }
   return e;

@@ -1,16 +1,35 @@
 /**
- * A loaded Wan2.1 transformer: one onnxruntime session per stage and per block module, built from
- * the stage graphs with the weights as initializers. Weights are read one stage at a time, so a
+ * A loaded Wan2.1 transformer: one onnxruntime session per stage and per block module (and, for
+ * small models, one per whole block: FUSED_BLOCKS_MAX_WEIGHT_BYTES), built from the stage graphs
+ * with the weights as initializers. Weights are read one stage at a time, so a
  * multi-GB checkpoint never needs a second full copy in memory.
  */
-import { StageSession, BackendOptions } from "../../backend/ort.ts";
+import { StageSession, BackendOptions, type Feed } from "../../backend/ort.ts";
 import { ConfigError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
-import { WanConfig, dimOf, expectedShapes } from "./config.ts";
+import { WanConfig, dimOf, expectedShapes, parameterCount } from "./config.ts";
+import type { BlockDecl, DiTModel, TimeOut as FamilyTimeOut, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../family.ts";
+import { promptMacs, stageMacs } from "./macs.ts";
 import {
-  Grid, WeightGetter, buildCrossAttnGraph, buildCrossKvGraph, buildFfnGraph, buildHeadGraph, buildPatchGraph,
-  buildSelfAttnGraph, buildTextGraph, buildTimeGraph, ropeTables,
+  Grid, WeightGetter, buildBlocksGraph, buildCrossAttnGraph, buildCrossKvGraph, buildFfnGraph, buildHeadGraph, buildPatchGraph,
+  buildSelfAttnGraph, buildTextGraph, buildTimeGraph, ropeTables, type WanGraphOptions,
 } from "./graphs.ts";
+
+/**
+ * Fused block sessions (one session per block: sa, ca, ffn and the residual adds in one call) are
+ * built next to the per-module sessions when the fp32 weights are at most this size: each block's
+ * weights are then held twice. Below it the per-call cost (dispatch, the JS residual adds, output
+ * copies) is a large share of a module call; above it a module call is long enough that the saving
+ * is negligible and the second copy would break the memory budget (peak <= 1.3x the weights).
+ */
+export const FUSED_BLOCKS_MAX_WEIGHT_BYTES = 256 * 2 ** 20;
+
+export interface WanLoadOptions extends BackendOptions {
+  /** Build the fused block sessions (default: when the fp32 weights fit FUSED_BLOCKS_MAX_WEIGHT_BYTES). */
+  fusedBlocks?: boolean;
+  /** Stage graph options (default: onnxruntime's fused operators). */
+  graphs?: WanGraphOptions;
+}
 
 /** Where weights come from: a safetensors checkpoint or an in-memory map (tests). */
 export interface WeightSource {
@@ -30,15 +49,25 @@ export function mapSource(m: Map<string, Float32Array>): WeightSource {
 export type ModuleKind = "sa" | "ca" | "ffn";
 export const MODULES: readonly ModuleKind[] = ["sa", "ca", "ffn"];
 
-export interface TimeOut {
-  temb: Float32Array; // [1, D]
-  tproj: Float32Array; // [1, 6, D]
+/** Wan's block as the loop sees it: self-attention, cross-attention, feed-forward, in sequence. */
+export const WAN_BLOCK: BlockDecl = {
+  kind: "wan",
+  modules: [{ name: "sa", role: "self-attn" }, { name: "ca", role: "cross-attn" }, { name: "ffn", role: "mlp" }],
+};
+
+/** Wan's time path: temb [1, D] (time_embedder output), tproj [1, 6, D] (time_proj). */
+export type TimeOut = FamilyTimeOut;
+
+/** A prompt as the Wan blocks use it: its token count and every block's cross-attention K/V. */
+export interface WanPrompt extends PromptHandle {
+  readonly S: number;
+  readonly kv: BlockKV[];
 }
 export interface BlockKV {
   k: Float32Array; // [1, H, S, d]
   v: Float32Array;
 }
-export interface GridState {
+export interface GridState extends GridHandle {
   grid: Grid;
   L: number;
   cos: Float32Array;
@@ -47,7 +76,9 @@ export interface GridState {
   head: StageSession;
 }
 
-export class WanModel {
+export class WanModel implements DiTModel {
+  readonly family = "wan";
+  readonly blocks: readonly BlockDecl[];
   private gridCache = new Map<string, GridState>();
   private constructor(
     readonly config: WanConfig,
@@ -59,13 +90,21 @@ export class WanModel {
     private readonly saS: StageSession[],
     private readonly caS: StageSession[],
     private readonly ffnS: StageSession[],
-  ) {}
+    /** blockS[i]: block i as one session (sa, ca, ffn, residual adds); empty when not built. */
+    private readonly blockS: StageSession[],
+  ) {
+    this.blocks = Array.from({ length: config.num_layers }, () => WAN_BLOCK);
+  }
 
   get dim(): number {
     return dimOf(this.config);
   }
 
-  static async load(config: WanConfig, source: WeightSource, opts: BackendOptions = {}, onProgress?: (done: number, total: number) => void): Promise<WanModel> {
+  get inChannels(): number {
+    return this.config.in_channels;
+  }
+
+  static async load(config: WanConfig, source: WeightSource, opts: WanLoadOptions = {}, onProgress?: (done: number, total: number) => void): Promise<WanModel> {
     const w: WeightGetter = (k) => source.read(k);
     const shapes = expectedShapes(config);
     const checked: WeightGetter = (k) => {
@@ -75,7 +114,9 @@ export class WanModel {
       if (n !== v.length) throw new ConfigError(`weight ${k} has ${v.length} values, expected shape [${s}]`, "the weights do not match config.json");
       return v;
     };
-    const total = 2 + 4 * config.num_layers;
+    const fusedBlocks = opts.fusedBlocks ?? 4 * parameterCount(config) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES;
+    const go = opts.graphs ?? {};
+    const total = 2 + (fusedBlocks ? 5 : 4) * config.num_layers;
     let done = 0;
     const mk = async (g: ReturnType<typeof buildTimeGraph>) => {
       const s = await StageSession.create(g.name, g.toModel(), opts);
@@ -85,14 +126,15 @@ export class WanModel {
     };
     const timeS = await mk(buildTimeGraph(config, checked));
     const textS = await mk(buildTextGraph(config, checked));
-    const kvS: StageSession[] = [], saS: StageSession[] = [], caS: StageSession[] = [], ffnS: StageSession[] = [];
+    const kvS: StageSession[] = [], saS: StageSession[] = [], caS: StageSession[] = [], ffnS: StageSession[] = [], blockS: StageSession[] = [];
     for (let i = 0; i < config.num_layers; i++) {
       kvS.push(await mk(buildCrossKvGraph(config, checked, i)));
-      saS.push(await mk(buildSelfAttnGraph(config, checked, i)));
-      caS.push(await mk(buildCrossAttnGraph(config, checked, i)));
-      ffnS.push(await mk(buildFfnGraph(config, checked, i)));
+      saS.push(await mk(buildSelfAttnGraph(config, checked, i, go)));
+      caS.push(await mk(buildCrossAttnGraph(config, checked, i, go)));
+      ffnS.push(await mk(buildFfnGraph(config, checked, i, go)));
+      if (fusedBlocks) blockS.push(await mk(buildBlocksGraph(config, checked, i, i + 1, go)));
     }
-    const model = new WanModel(config, { read: checked }, opts, timeS, textS, kvS, saS, caS, ffnS);
+    const model = new WanModel(config, { read: checked }, opts, timeS, textS, kvS, saS, caS, ffnS, blockS);
     return model;
   }
 
@@ -131,7 +173,8 @@ export class WanModel {
     return st;
   }
 
-  async time(t: number): Promise<TimeOut> {
+  /** Time path (Wan has no guidance embedding: `_guidance` is ignored). */
+  async time(t: number, _guidance = 1): Promise<TimeOut> {
     const [temb, tproj] = await this.timeS.run({ t: { data: new Float32Array([t]), dims: [1] } }, ["temb", "tproj"]);
     return { temb, tproj };
   }
@@ -155,7 +198,7 @@ export class WanModel {
   }
 
   /** One block module: returns its residual contribution [1, L, D]. */
-  async module(kind: ModuleKind, i: number, g: GridState, x: Float32Array, tproj: Float32Array, kv: BlockKV, S: number): Promise<Float32Array> {
+  async runModule(kind: ModuleKind, i: number, g: GridState, x: Float32Array, tproj: Float32Array, kv: BlockKV, S: number): Promise<Float32Array> {
     const D = this.dim;
     const xd = { data: x, dims: [1, g.L, D] };
     if (kind === "sa") {
@@ -173,13 +216,97 @@ export class WanModel {
     return r;
   }
 
-  async head(g: GridState, x: Float32Array, temb: Float32Array): Promise<Float32Array> {
+  /** Whether blocks run as one session each (runBlocks) or module by module. */
+  get fusedBlocks(): boolean {
+    return this.blockS.length > 0;
+  }
+
+  /**
+   * Blocks [from, to) on hidden state x -> the hidden state after them: one session call per block
+   * when the fused block sessions exist, else the module sessions with the residual adds in JS.
+   * Both paths run the same operations (test/fused_block.test.ts: bit-identical).
+   */
+  async runBlockRange(from: number, to: number, g: GridState, x: Float32Array, tproj: Float32Array, kv: BlockKV[], S: number, path: "auto" | "modules" = "auto"): Promise<Float32Array> {
+    const c = this.config;
+    const D = this.dim;
+    const H = c.num_attention_heads;
+    const d = c.attention_head_dim;
+    let h = x;
+    for (let i = from; i < to; i++) {
+      if (this.blockS.length && path === "auto") {
+        const feeds: Record<string, Feed> = {
+          x: { data: h, dims: [1, g.L, D] },
+          tproj: { data: tproj, dims: [1, 6, D] },
+          cos: { data: g.cos, dims: [g.L, d / 2] },
+          sin: { data: g.sin, dims: [g.L, d / 2] },
+          [`k${i}`]: { data: kv[i].k, dims: [1, H, S, d] },
+          [`v${i}`]: { data: kv[i].v, dims: [1, H, S, d] },
+        };
+        [h] = await this.blockS[i].run(feeds, ["h"]);
+      } else {
+        for (const m of MODULES) {
+          const r = await this.runModule(m, i, g, h, tproj, kv[i], S);
+          const nh = new Float32Array(h.length);
+          for (let j = 0; j < h.length; j++) nh[j] = h[j] + r[j];
+          h = nh;
+        }
+      }
+    }
+    return h;
+  }
+
+  async runHead(g: GridState, x: Float32Array, temb: Float32Array): Promise<Float32Array> {
     const [v] = await g.head.run({ x: { data: x, dims: [1, g.L, this.dim] }, temb: { data: temb, dims: [1, this.dim] } }, ["v"]);
     return v;
   }
 
+  // ---- DiTModel: the loop's view (family.ts) ----
+
+  /** Text projection and every block's cross-attention K/V, once per prompt (Wan has no mask or pooled text). */
+  async encodePrompt(p: PromptInput): Promise<WanPrompt> {
+    const c = this.config;
+    if (p.data.length !== p.tokens * c.text_dim)
+      throw new ConfigError(`text embedding has ${p.data.length} values, expected tokens x text_dim = ${p.tokens} x ${c.text_dim}`);
+    const ctx = await this.text(p.data, p.tokens);
+    const kv: BlockKV[] = [];
+    for (let i = 0; i < c.num_layers; i++) kv.push(await this.crossKV(i, ctx, p.tokens));
+    return { S: p.tokens, kv };
+  }
+
+  /** Wan's blocks start from the patch tokens; the time path is the same for both branches. */
+  async branchIn(_g: GridHandle, tokens: Float32Array, time: TimeOut): Promise<{ h: Float32Array; time: TimeOut }> {
+    return { h: tokens, time };
+  }
+
+  module(b: number, m: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array> {
+    const wp = p as WanPrompt;
+    return this.runModule(MODULES[m], b, g as GridState, h, time.tproj, wp.kv[b], wp.S);
+  }
+
+  /** Blocks [from, to) in one go (the loop uses it where no strategy hooks a module). */
+  runBlocks(from: number, to: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array> {
+    const wp = p as WanPrompt;
+    return this.runBlockRange(from, to, g as GridState, h, time.tproj, wp.kv, wp.S);
+  }
+
+  head(g: GridHandle, h: Float32Array, time: TimeOut): Promise<Float32Array> {
+    return this.runHead(g as GridState, h, time.temb);
+  }
+
+  macs(g: GridHandle, p: PromptHandle): FamilyMacs {
+    const m = stageMacs(this.config, g.L, p.S);
+    return {
+      time: m.time,
+      patch: m.patch,
+      branchIn: 0,
+      module: this.blocks.map(() => [m.sa, m.ca, m.ffn]),
+      head: m.head,
+      prompt: promptMacs(this.config, p.S),
+    };
+  }
+
   async release(): Promise<void> {
-    const all = [this.timeS, this.textS, ...this.kvS, ...this.saS, ...this.caS, ...this.ffnS];
+    const all = [this.timeS, this.textS, ...this.kvS, ...this.saS, ...this.caS, ...this.ffnS, ...this.blockS];
     for (const g of this.gridCache.values()) all.push(g.patch, g.head);
     for (const s of all) await s.release();
   }

@@ -1,0 +1,94 @@
+/**
+ * Elementwise work on whole activations through onnxruntime's vectorised kernels instead of a JS
+ * loop, for the loop's residual adds and cache bookkeeping. Measured on the reference model's
+ * hidden state (256 x 128 floats, bench/runtime.ts): a JS add (allocation + scalar loop) ~25-70 us,
+ * the onnxruntime Add ~13 us including the call. Float32 addition rounds once either way (JS adds
+ * in float64 and rounds to float32, which for a sum of two float32 values is the same number), so
+ * the result is bit-identical to tensor/ops.ts add(); small arrays stay in JS, where the call
+ * overhead would dominate.
+ */
+import { StageSession } from "../backend/ort.ts";
+import { add } from "../tensor/ops.ts";
+import { Graph } from "./builder.ts";
+
+/** Below this many elements add() in JS is faster than a session call. */
+export const ORT_ELEMENTWISE_MIN = 8192;
+
+let addSession: Promise<StageSession> | null = null;
+
+function addGraph(): Graph {
+  const g = new Graph("add");
+  const a = g.input("a", ["N"]);
+  const b = g.input("b", ["N"]);
+  g.output(g.add(a, b), "y", ["N"]);
+  return g;
+}
+
+/** a + b as a new array (a and b are not modified). */
+export async function addLarge(a: Float32Array, b: Float32Array): Promise<Float32Array> {
+  if (a.length !== b.length) throw new Error(`addLarge: lengths ${a.length} and ${b.length} differ`);
+  if (a.length < ORT_ELEMENTWISE_MIN) return add(a, b);
+  // one thread: the kernel is memory-bound and a pool wake-up costs more than it saves
+  addSession ??= StageSession.create("add", addGraph().toModel(), { threads: 1 });
+  const [y] = await (await addSession).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
+  return y;
+}
+
+let axpySession: Promise<StageSession> | null = null;
+
+function axpyGraph(): Graph {
+  const g = new Graph("axpy");
+  const a = g.input("a", ["N"]);
+  const b = g.input("b", ["N"]);
+  const s = g.input("s", [1]);
+  g.output(g.add(a, g.mul(b, s)), "y", ["N"]);
+  return g;
+}
+
+/**
+ * a + s * b in float32 (s rounded to float32, the product rounded before the add), as a new array
+ * or into `out` (an array nobody else reads). Not bit-identical to the float64 JS forms
+ * (tensor/ops.ts axpy rounds once): within an ulp or two of the larger term (test/bookkeeping.test.ts).
+ */
+export async function axpyLarge(a: Float32Array, s: number, b: Float32Array, out?: Float32Array): Promise<Float32Array> {
+  if (a.length !== b.length) throw new Error(`axpyLarge: lengths ${a.length} and ${b.length} differ`);
+  if (a.length < ORT_ELEMENTWISE_MIN) {
+    const y = out ?? new Float32Array(a.length);
+    const sf = Math.fround(s);
+    for (let i = 0; i < a.length; i++) y[i] = a[i] + Math.fround(sf * b[i]);
+    return y;
+  }
+  axpySession ??= StageSession.create("axpy", axpyGraph().toModel(), { threads: 1 });
+  const feeds = { a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] }, s: { data: new Float32Array([s]), dims: [1] } };
+  const [y] = await (await axpySession).run(feeds, ["y"], out ? [{ data: out, dims: [out.length] }] : undefined);
+  return y;
+}
+
+let extrapSession: Promise<StageSession> | null = null;
+
+function extrapolateGraph(): Graph {
+  const g = new Graph("extrapolate");
+  const x = g.input("x", ["N"]);
+  const prev = g.input("prev", ["N"]);
+  const k = g.input("k", [1]);
+  g.output(g.add(x, g.mul(g.sub(x, prev), k)), "y", ["N"]);
+  return g;
+}
+
+/**
+ * First-order extrapolation x + k (x - prev) in float32 as a new array (tensor/ops.ts extrapolate
+ * computes it in float64 and rounds once; this rounds each operation: within an ulp or two).
+ */
+export async function extrapolateLarge(x: Float32Array, prev: Float32Array, k: number): Promise<Float32Array> {
+  if (x.length !== prev.length) throw new Error(`extrapolateLarge: lengths ${x.length} and ${prev.length} differ`);
+  if (x.length < ORT_ELEMENTWISE_MIN) {
+    const y = new Float32Array(x.length);
+    const kf = Math.fround(k);
+    for (let i = 0; i < x.length; i++) y[i] = x[i] + Math.fround(Math.fround(x[i] - prev[i]) * kf);
+    return y;
+  }
+  extrapSession ??= StageSession.create("extrapolate", extrapolateGraph().toModel(), { threads: 1 });
+  const feeds = { x: { data: x, dims: [x.length] }, prev: { data: prev, dims: [prev.length] }, k: { data: new Float32Array([k]), dims: [1] } };
+  const [y] = await (await extrapSession).run(feeds, ["y"]);
+  return y;
+}
