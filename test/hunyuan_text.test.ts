@@ -27,6 +27,7 @@ import { refInvFreq, refLlamaHiddenStates, refLlamaLayer } from "./support/llama
 import { refClipText, refPoolIndex } from "./support/clipReference.ts";
 import { byteLevel, llamaTokenizerConfig, tinyClipConfigJson, tinyLlamaConfigJson, writeTinyHunyuanText, type TinyHunyuanTextOptions } from "./support/writeTinyHunyuanText.ts";
 import { randomArray, rng } from "./support/randomWeights.ts";
+import { checkClose, isCode } from "./support/compare.ts";
 
 const TOL = 2e-5;
 /** A short template in the default's shape (system header, "\n\n", user header, the prompt, eot). */
@@ -35,26 +36,7 @@ const LLAMA3_ROPE = { rope_theta: 10000.0, rope_scaling: { rope_type: "llama3", 
 
 const tiny = (opts: TinyHunyuanTextOptions = {}) => writeTinyHunyuanText(undefined, opts);
 
-function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = TOL): number {
-  assert.equal(got.length, want.length, `${name}: length`);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < got.length; i++) {
-    assert.ok(Number.isFinite(got[i]), `${name}: non-finite value at ${i}`);
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  console.log(`  ${name.padEnd(52)} max|diff| ${diff.toExponential(2)}  max|ref| ${scale.toFixed(3)}  tol ${(tol * (1 + scale)).toExponential(1)}`);
-  assert.ok(diff <= tol * (1 + scale), `${name}: max diff ${diff} > ${tol} x (1 + ${scale})`);
-  return diff;
-}
-
-const isCode = (code: string, re: RegExp) => (e: unknown) => {
-  assert.ok(e instanceof MixCacheError, `expected a MixCacheError, got ${e}`);
-  assert.equal(e.code, code, e.message);
-  assert.match(e.message, re);
-  assert.ok(e.fix && e.fix.length > 10, "has a fix");
-  return true;
-};
+const check = (name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = TOL): number => checkClose(name, got, want, tol, 52);
 
 /** A weight source that counts the tensors read (whole or by rows) per key. */
 function counting(src: WeightSource, reads: Map<string, number>): WeightSource {

@@ -24,32 +24,14 @@ import { benchUmt5Encoder } from "../src/models/umt5/bench.ts";
 import { refAttentionLayer, refBucket, refEncoder, refFeedForwardLayer, refRmsNorm, refWanEmbedding } from "./support/umt5Reference.ts";
 import { tinyUmt5ConfigJson, writeTinyUmt5, type TinyUmt5Options } from "./support/writeTinyUmt5.ts";
 import { randomArray, rng } from "./support/randomWeights.ts";
+import { checkClose, isCode } from "./support/compare.ts";
 
 const TOL = 2e-5;
 
 // temp folders (tiny checkpoints included) are removed when the process exits (support/tmp.ts)
 const tiny = (opts: TinyUmt5Options = {}) => writeTinyUmt5(undefined, opts);
 
-function check(name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = TOL): number {
-  assert.equal(got.length, want.length, `${name}: length`);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < got.length; i++) {
-    assert.ok(Number.isFinite(got[i]), `${name}: non-finite value at ${i}`);
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  console.log(`  ${name.padEnd(34)} max|diff| ${diff.toExponential(2)}  max|ref| ${scale.toFixed(3)}  tol ${(tol * (1 + scale)).toExponential(1)}`);
-  assert.ok(diff <= tol * (1 + scale), `${name}: max diff ${diff} > ${tol} x (1 + ${scale})`);
-  return diff;
-}
-
-const isCode = (code: string, re: RegExp) => (e: unknown) => {
-  assert.ok(e instanceof MixCacheError, `expected a MixCacheError, got ${e}`);
-  assert.equal(e.code, code, e.message);
-  assert.match(e.message, re);
-  assert.ok(e.fix && e.fix.length > 10, "has a fix");
-  return true;
-};
+const check = (name: string, got: ArrayLike<number>, want: ArrayLike<number>, tol = TOL): number => checkClose(name, got, want, tol, 34);
 
 test("config: transformers' config.json parses; the XXL shape has 5.7B parameters; bad fields are errors", () => {
   const c = parseUmt5Config(tinyUmt5ConfigJson());

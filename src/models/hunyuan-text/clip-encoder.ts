@@ -11,14 +11,13 @@
  * the same as over all 77; rows "all" runs every position (last_hidden_state as transformers
  * returns it).
  */
-import { join } from "node:path";
 import { sha256 } from "../../util/hash.ts";
 import { MixCacheError } from "../../errors.ts";
 import type { Feed, StageSession } from "../../backend/ort.ts";
-import { CheckpointSource } from "../umt5/weights.ts";
 import { buildClipFinalNormGraph, buildClipLayerGraph } from "./graphs.ts";
 import { CLIP_POSITION_EMBED, CLIP_POSITION_IDS, CLIP_TOKEN_EMBED, ClipTextConfig, clipExpectedShapes, clipPoolIndex, readClipTextConfig } from "./clip-config.ts";
-import { F32_MIN, createStage, validateWeights, weightGetter, type LayerTiming, type StreamOptions, type WeightSource } from "./stream.ts";
+import { createStage, openEncoder, runStages, validateWeights, weightGetter, type StreamOptions } from "../stream-stages.ts";
+import { F32_MIN, type LayerTiming, type WeightSource } from "./stream.ts";
 
 export interface ClipForwardOptions {
   /** "pooled" (default): only the tokens the pooled output depends on; "all": every position. */
@@ -62,14 +61,7 @@ export class ClipTextEncoder {
   }
 
   static open(dir: string, opts: StreamOptions = {}): ClipTextEncoder {
-    const config = readClipTextConfig(join(dir, "config.json"));
-    const src = CheckpointSource.open(dir);
-    try {
-      return new ClipTextEncoder(config, src, opts);
-    } catch (e) {
-      src.close();
-      throw e;
-    }
+    return openEncoder(dir, readClipTextConfig, (config, src) => new ClipTextEncoder(config, src, opts));
   }
 
   get fingerprint(): string {
@@ -117,22 +109,17 @@ export class ClipTextEncoder {
       const S = opts.rows === "all" ? inp.ids.length : poolIndex + 1;
       return { S, poolIndex, x: this.embed(Array.from(inp.ids).slice(0, S)), mask: ClipTextEncoder.causalMask(S) };
     });
-    for (let i = 0; i <= L; i++) {
-      const timing: LayerTiming = { encoder: "clip", layer: i, stages: L + 1, buildMs: 0, sessionMs: 0, runMs: 0 };
-      const s = await this.stage(i, timing, opts.onPhase);
-      const t0 = performance.now();
-      try {
-        for (const it of items) {
-          const feeds: Record<string, Feed> = i < L ? { x: { data: it.x, dims: [it.S, D] }, mask: { data: it.mask, dims: [it.S, it.S] } } : { x: { data: it.x, dims: [it.S, D] } };
-          [it.x] = await s.run(feeds, ["y"]);
-          opts.onPhase?.();
-        }
-      } finally {
-        if (!this.opts.keepSessions) await s.release();
-      }
-      timing.runMs = performance.now() - t0;
-      opts.onLayer?.(timing);
-    }
+    await runStages(
+      L + 1,
+      items,
+      {
+        timing: (i): LayerTiming => ({ encoder: "clip", layer: i, stages: L + 1, buildMs: 0, sessionMs: 0, runMs: 0 }),
+        session: (i, timing, onPhase) => this.stage(i, timing, onPhase),
+        feeds: (i, it): Record<string, Feed> => (i < L ? { x: { data: it.x, dims: [it.S, D] }, mask: { data: it.mask, dims: [it.S, it.S] } } : { x: { data: it.x, dims: [it.S, D] } }),
+        keep: !!this.opts.keepSessions,
+      },
+      opts,
+    );
     return items.map((it) => ({ hidden: it.x, rows: it.S, pooled: it.x.slice(it.poolIndex * D, (it.poolIndex + 1) * D), poolIndex: it.poolIndex }));
   }
 

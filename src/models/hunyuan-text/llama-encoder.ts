@@ -20,14 +20,13 @@
  * "rows: real" computes only the real tokens (their outputs are the same: no real query sees a
  * padded key) and leaves the padded rows zero.
  */
-import { join } from "node:path";
 import { sha256 } from "../../util/hash.ts";
 import { MixCacheError } from "../../errors.ts";
-import type { StageSession, Feed } from "../../backend/ort.ts";
-import { CheckpointSource } from "../umt5/weights.ts";
+import type { Feed, StageSession } from "../../backend/ort.ts";
 import { buildLlamaLayerGraph, buildLlamaNormGraph, buildLlamaStackGraph } from "./graphs.ts";
 import { LlamaTextConfig, llamaEmbedKey, llamaExpectedShapes, llamaInvFreq, llamaRopeTables, readLlamaConfig } from "./llama-config.ts";
-import { F32_MIN, createStage, validateWeights, weightGetter, type LayerTiming, type StreamOptions, type WeightSource } from "./stream.ts";
+import { createStage, openEncoder, runStages, validateWeights, weightGetter, type StreamOptions } from "../stream-stages.ts";
+import { F32_MIN, type LayerTiming, type WeightSource } from "./stream.ts";
 import type { Graph } from "../../graph/builder.ts";
 
 export interface LlamaInput {
@@ -74,14 +73,7 @@ export class LlamaTextEncoder {
 
   /** Open a transformers text_encoder/ folder: config.json + model.safetensors (or sharded with its index). Reads headers only. */
   static open(dir: string, opts: StreamOptions = {}): LlamaTextEncoder {
-    const config = readLlamaConfig(join(dir, "config.json"));
-    const src = CheckpointSource.open(dir);
-    try {
-      return new LlamaTextEncoder(config, src, opts);
-    } catch (e) {
-      src.close();
-      throw e;
-    }
+    return openEncoder(dir, readLlamaConfig, (config, src) => new LlamaTextEncoder(config, src, opts));
   }
 
   get layers(): number {
@@ -158,30 +150,25 @@ export class LlamaTextEncoder {
     const items = this.prepare(inputs, opts.rows ?? "all");
     const nLayers = idx === L ? L : idx;
     const stages = nLayers + (idx === L ? 1 : 0);
-    for (let i = 0; i < stages; i++) {
-      const finalNorm = i === L;
-      const timing: LayerTiming = { encoder: "llama", layer: i, stages, buildMs: 0, sessionMs: 0, runMs: 0 };
-      const s = await this.stage(i, finalNorm, timing, opts.onPhase);
-      const t0 = performance.now();
-      try {
-        for (const it of items) {
-          const feeds: Record<string, Feed> = finalNorm
+    await runStages(
+      stages,
+      items,
+      {
+        timing: (i): LayerTiming => ({ encoder: "llama", layer: i, stages, buildMs: 0, sessionMs: 0, runMs: 0 }),
+        session: (i, timing, onPhase) => this.stage(i, i === L, timing, onPhase),
+        feeds: (i, it): Record<string, Feed> =>
+          i === L
             ? { x: { data: it.x, dims: [it.S, D] } }
             : {
                 x: { data: it.x, dims: [it.S, D] },
                 cos: { data: it.rope.cos, dims: [it.S, d] },
                 sin: { data: it.rope.sin, dims: [it.S, d] },
                 mask: { data: it.mask, dims: [it.S, it.S] },
-              };
-          [it.x] = await s.run(feeds, ["y"]);
-          opts.onPhase?.();
-        }
-      } finally {
-        if (!this.opts.keepSessions) await s.release();
-      }
-      timing.runMs = performance.now() - t0;
-      opts.onLayer?.(timing);
-    }
+              },
+        keep: !!this.opts.keepSessions,
+      },
+      opts,
+    );
     return items.map((it) => {
       if (it.S === it.n) return it.x;
       const out = new Float32Array(it.n * D);

@@ -7,7 +7,7 @@
  *   node --import tsx src/models/hunyuan-vae/bench.ts --height 128 --width 128 --latent-frames 2 [--threads N] [--tile] [--one-pass]
  */
 import { pathToFileURL } from "node:url";
-import { UsageError } from "../../errors.ts";
+import { MiB, runVaeBench } from "../bench-support.ts";
 import { HunyuanVaeConfig, decodedFrames, decoderParameterCount, decoderPassMacs, decoderShapes, hunyuanVaeConfig, spatialScale } from "./config.ts";
 import { FrameTileOptions, HunyuanVaeDecoder, TileOptions, hunyuanDecodePasses, hunyuanVaeDecodePeakBytes } from "./decoder.ts";
 
@@ -48,70 +48,17 @@ export interface HunyuanVaeBenchResult {
   estimatedPeakMiB: number;
 }
 
-/** xorshift uniform in [-a, a) with a = sqrt(3) std: cheap random weights of the right scale. */
-function randomWeights(seed: number) {
-  let s = seed >>> 0 || 1;
-  return (n: number, std: number): Float32Array => {
-    const a = new Float32Array(n);
-    const k = (Math.sqrt(3) * std * 2) / 4294967296;
-    const half = Math.sqrt(3) * std;
-    for (let i = 0; i < n; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      a[i] = (s >>> 0) * k - half;
-    }
-    return a;
-  };
-}
-
-const MiB = 1024 * 1024;
-const rss = () => process.memoryUsage.rss() / MiB;
-
 export async function benchHunyuanVaeDecoder(opts: HunyuanVaeBenchOptions = {}): Promise<HunyuanVaeBenchResult> {
   const c = opts.config ?? hunyuanVaeConfig();
-  const s = spatialScale(c);
-  const height = opts.height ?? 128;
-  const width = opts.width ?? 128;
+  const [height, width] = [opts.height ?? 128, opts.width ?? 128];
   const F = opts.latentFrames ?? 2;
-  if (height % s || width % s || height < s || width < s) throw new UsageError(`height and width must be positive multiples of ${s}, got ${height} x ${width}`);
-  if (!Number.isInteger(F) || F < 1) throw new UsageError(`latentFrames must be a positive integer, got ${F}`);
-  const [h, w] = [height / s, width / s];
-  const shapes = decoderShapes(c);
-  const gen = randomWeights(opts.seed ?? 1);
-  const rssBefore = rss();
-  const t0 = performance.now();
-  const dec = await HunyuanVaeDecoder.create(
-    c,
-    {
-      read: (k) => {
-        const shape = shapes.get(k)!;
-        const n = shape.reduce((a, b) => a * b, 1);
-        const fanIn = shape.length >= 2 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1;
-        if (/(norm1|norm2|group_norm|conv_norm_out)\.weight$/.test(k)) return new Float32Array(n).fill(1);
-        if (k.endsWith(".bias")) return gen(n, 0.02);
-        return gen(n, 1 / Math.sqrt(fanIn));
-      },
-    },
-    { threads: opts.threads },
-  );
-  const loadMs = performance.now() - t0;
-  const rssAfterLoad = rss();
-  const latents = gen(c.latent_channels * F * h * w, 1);
-  const passMs: number[] = [];
-  let last = performance.now();
-  const t1 = last;
-  const video = await dec.decode(latents, [c.latent_channels, F, h, w], {
-    tile: opts.tile,
-    framewise: opts.framewise,
-    onChunk: () => {
-      const now = performance.now();
-      passMs.push(now - last);
-      last = now;
-    },
+  const { h, w, video, loadMs, chunkMs: passMs, decodeMs, rssBeforeMiB, rssAfterLoadMiB } = await runVaeBench({
+    scale: spatialScale(c), height, width, latentFrames: F, channels: c.latent_channels, seed: opts.seed ?? 1,
+    shapes: decoderShapes(c),
+    isNormScale: (k) => /(norm1|norm2|group_norm|conv_norm_out)\.weight$/.test(k),
+    create: (source) => HunyuanVaeDecoder.create(c, source, { threads: opts.threads }),
+    decode: (dec, latents, dims, onChunk) => dec.decode(latents, dims, { tile: opts.tile, framewise: opts.framewise, onChunk }),
   });
-  const decodeMs = performance.now() - t1;
-  await dec.release();
   if (video.frames !== decodedFrames(c, F)) throw new Error("internal: frame count");
   const passes = hunyuanDecodePasses(c, F, h, w, opts);
   if (passes.length !== passMs.length) throw new Error("internal: pass count");
@@ -120,9 +67,9 @@ export async function benchHunyuanVaeDecoder(opts: HunyuanVaeBenchOptions = {}):
     height, width, latentFrames: F, frames: video.frames, threads: opts.threads ?? "default", tile: !!opts.tile, framewise: opts.framewise !== false,
     params: decoderParameterCount(c), loadMs: Math.round(loadMs), passMs: passMs.map(Math.round), decodeMs: Math.round(decodeMs),
     macs, gmacPerS: +(macs / 1e9 / (decodeMs / 1000)).toFixed(1),
-    rssBeforeMiB: Math.round(rssBefore), rssAfterLoadMiB: Math.round(rssAfterLoad),
+    rssBeforeMiB: Math.round(rssBeforeMiB), rssAfterLoadMiB: Math.round(rssAfterLoadMiB),
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
-    estimatedPeakMiB: Math.round(rssBefore + hunyuanVaeDecodePeakBytes(c, { frames: F, height: h, width: w }, opts) / MiB),
+    estimatedPeakMiB: Math.round(rssBeforeMiB + hunyuanVaeDecodePeakBytes(c, { frames: F, height: h, width: w }, opts) / MiB),
   };
 }
 

@@ -34,13 +34,13 @@
  * Only the decoder is implemented (post_quant_conv + decoder.*); encoder.* and quant_conv.* keys in
  * the checkpoint are ignored.
  */
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
 import { BackendOptions, StageSession } from "../../backend/ort.ts";
-import { ConfigError, UsageError, WeightsError } from "../../errors.ts";
+import { UsageError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
-import { checkKeys, openCheckpoint, validateKeys } from "../../weights/safetensors.ts";
-import type { DecodedVideo, TileOptions, VaeWeightSource } from "../wan-vae/decoder.ts";
+import {
+  DecodedVideo, TileGeometry, TileOptions, VaeWeightSource, checkVaeLatents, clampInto, decodeTiles, tileGeometry as checkedTileGeometry,
+  openVaeFolder, vaeWeightGetter,
+} from "../vae-decode.ts";
 import {
   HUNYUAN_VAE_CLASS, HunyuanVaeConfig, HunyuanVaeUnit, decodedFrames, decoderParameterCount, decoderShapes, decoderUnits, framesAtLevel,
   readHunyuanVaeConfig, spatialScale, temporalScale, unitInChannels, unitOutChannels,
@@ -48,7 +48,7 @@ import {
 import { WeightGetter, buildAttentionGraphs, buildUnitGraph } from "./graphs.ts";
 
 export type { DecodedVideo, TileOptions, VaeWeightSource };
-export { mapVaeSource } from "../wan-vae/decoder.ts";
+export { mapVaeSource } from "../vae-decode.ts";
 
 export type HunyuanVaeOptions = BackendOptions;
 
@@ -87,19 +87,6 @@ type Stage = UnitStage | AttnStage;
 
 const isAttn = (s: Stage): s is AttnStage => s.unit.kind === "attn";
 
-interface TileGeometry {
-  sampleHeight: number;
-  sampleWidth: number;
-  strideHeight: number;
-  strideWidth: number;
-  latH: number;
-  latW: number;
-  strideLatH: number;
-  strideLatW: number;
-  blendH: number;
-  blendW: number;
-}
-
 interface FrameGeometry {
   sampleFrames: number;
   strideFrames: number;
@@ -109,20 +96,13 @@ interface FrameGeometry {
   blend: number;
 }
 
-const TILE_DEFAULTS = { sampleHeight: 256, sampleWidth: 256, strideHeight: 192, strideWidth: 192 };
 const FRAME_DEFAULTS = { sampleFrames: 16, strideFrames: 12 };
 
 function tileGeometry(c: HunyuanVaeConfig, tile: boolean | TileOptions | undefined): TileGeometry | null {
   if (tile === undefined || tile === false) return null;
   const t = tile === true ? {} : tile;
   if (typeof t !== "object" || t === null) throw new UsageError(`tile must be true, false or { sampleHeight, sampleWidth, strideHeight, strideWidth }, got ${JSON.stringify(tile)}`);
-  const s = spatialScale(c);
-  const v = { ...TILE_DEFAULTS, ...t };
-  for (const [k, x] of Object.entries(v))
-    if (!Number.isInteger(x) || x < s || x % s !== 0) throw new UsageError(`tile ${k} must be a positive multiple of ${s} pixels, got ${x}`, `use multiples of the VAE's spatial scale ${s} (diffusers defaults: 256 tiles, stride 192)`);
-  if (v.strideHeight > v.sampleHeight || v.strideWidth > v.sampleWidth)
-    throw new UsageError(`tile stride (${v.strideHeight} x ${v.strideWidth}) must not exceed the tile size (${v.sampleHeight} x ${v.sampleWidth})`, "tiles must overlap or touch: stride <= size");
-  return { ...v, latH: v.sampleHeight / s, latW: v.sampleWidth / s, strideLatH: v.strideHeight / s, strideLatW: v.strideWidth / s, blendH: v.sampleHeight - v.strideHeight, blendW: v.sampleWidth - v.strideWidth };
+  return checkedTileGeometry(spatialScale(c), t);
 }
 
 function frameGeometry(c: HunyuanVaeConfig, fw: boolean | FrameTileOptions | undefined): FrameGeometry | null {
@@ -227,16 +207,7 @@ export class HunyuanVaeDecoder {
 
   /** Build the unit sessions from a config and a weight source (sizes checked per key). */
   static async create(config: HunyuanVaeConfig, source: VaeWeightSource, opts: HunyuanVaeOptions = {}): Promise<HunyuanVaeDecoder> {
-    const shapes = decoderShapes(config);
-    const w: WeightGetter = (k) => {
-      const s = shapes.get(k);
-      if (!s) throw new Error(`internal: no expected shape for ${k}`);
-      const v = source.read(k);
-      const n = s.reduce((a, b) => a * b, 1);
-      if (v.length !== n)
-        throw new ConfigError(`VAE weight ${k} has ${v.length} values, expected shape [${s}]`, "the weights do not match vae/config.json (block_out_channels, latent_channels, layers_per_block)");
-      return v;
-    };
+    const w: WeightGetter = vaeWeightGetter(decoderShapes(config), source, "the weights do not match vae/config.json (block_out_channels, latent_channels, layers_per_block)");
     const stages: Stage[] = [];
     const sessions: StageSession[] = [];
     const mk = async (g: { name: string; toModel(): Uint8Array }) => {
@@ -280,7 +251,7 @@ export class HunyuanVaeDecoder {
    * output (divided by scaling_factor here) unless `denormalize: false`.
    */
   async decode(latents: Float32Array, dims: readonly number[], opts: HunyuanDecodeOptions = {}): Promise<DecodedVideo> {
-    const [C, F, H, W] = this.checkLatents(latents, dims);
+    const [C, F, H, W] = checkVaeLatents(latents, dims, this.config.latent_channels, "latent_channels");
     const tg = tileGeometry(this.config, opts.tile);
     const fg = frameGeometry(this.config, opts.framewise);
     const z = opts.denormalize === false ? latents : this.denormalize(latents);
@@ -321,25 +292,6 @@ export class HunyuanVaeDecoder {
     return y;
   }
 
-  private checkLatents(latents: Float32Array, dims: readonly number[]): [number, number, number, number] {
-    const z = this.config.latent_channels;
-    const fix = `pass latents as a Float32Array with dims [${z}, F, H, W] (or [1, ${z}, F, H, W]): the transformer's output for this VAE`;
-    if (!(latents instanceof Float32Array)) throw new UsageError("latents must be a Float32Array", fix);
-    if (!Array.isArray(dims) || (dims.length !== 4 && dims.length !== 5))
-      throw new UsageError(`latent dims must be [C, F, H, W] or [1, C, F, H, W], got ${JSON.stringify(dims)}`, fix);
-    if (!dims.every((d) => Number.isInteger(d) && d >= 1)) throw new UsageError(`latent dims must be positive integers, got ${JSON.stringify(dims)}`, fix);
-    if (dims.length === 5 && dims[0] !== 1) throw new UsageError(`batch ${dims[0]} is not supported: decode one video at a time`, "decode each batch entry separately (dims [1, C, F, H, W] or [C, F, H, W])");
-    const [C, F, H, W] = dims.length === 5 ? dims.slice(1) : dims;
-    if (C !== z)
-      throw new UsageError(
-        `latents have ${C} channels but this VAE's latent_channels is ${z}`,
-        `the latent channels must equal vae/config.json latent_channels (${z}); check the dims order is [C, F, H, W] and that the transformer (out_channels) and the VAE come from the same model`,
-      );
-    const n = C * F * H * W;
-    if (latents.length !== n) throw new UsageError(`latents hold ${latents.length} values but dims [${dims}] need ${n}`, fix);
-    return [C, F, H, W];
-  }
-
   /**
    * Decode latent frames [f0, f1) over the whole frame: one pass, or diffusers tiled_decode
    * (tiles through all of the piece's frames, blended in place, cropped to the stride). Unclamped.
@@ -350,20 +302,7 @@ export class HunyuanVaeDecoder {
     const Co = this.config.out_channels;
     const frames = decodedFrames(this.config, f1 - f0);
     const out: DecodedVideo = { data: new Float32Array(Co * frames * H * s * W * s), channels: Co, frames, height: H * s, width: W * s };
-    let prevRow: DecodedVideo[] = [];
-    for (let i = 0, ri = 0; i < H; i += tg.strideLatH, ri++) {
-      const row: DecodedVideo[] = [];
-      for (let j = 0, cj = 0; j < W; j += tg.strideLatW, cj++) {
-        const [i1, j1] = [Math.min(i + tg.latH, H), Math.min(j + tg.latW, W)];
-        const tile = await this.runPass(cropLatent(z, C, F, H, W, f0, f1, i, i1, j, j1), C, f1 - f0, i1 - i, j1 - j, progress);
-        if (ri > 0) blendV(prevRow[cj], tile, tg.blendH);
-        if (cj > 0) blendH(row[cj - 1], tile, tg.blendW);
-        row.push(tile);
-        // the cropped part of this tile is final: later tiles blend only into themselves
-        writeCrop(tile, out, ri * tg.strideHeight, cj * tg.strideWidth, tg.strideHeight, tg.strideWidth);
-      }
-      prevRow = row;
-    }
+    await decodeTiles(H, W, tg, out, false, ([i, i1], [j, j1]) => this.runPass(cropLatent(z, C, F, H, W, f0, f1, i, i1, j, j1), C, f1 - f0, i1 - i, j1 - j, progress));
     return out;
   }
 
@@ -465,70 +404,8 @@ function blendT(a: DecodedVideo, b: DecodedVideo, extent: number): void {
     }
 }
 
-/** b[:, :, :, y] = a[:, :, :, a.h - e + y] (1 - y / e) + b[:, :, :, y] (y / e) for y < e (diffusers blend_v). */
-function blendV(a: DecodedVideo, b: DecodedVideo, extent: number): void {
-  const e = Math.min(a.height, b.height, extent);
-  const C = b.channels * b.frames;
-  for (let c = 0; c < C; c++)
-    for (let y = 0; y < e; y++) {
-      const ra = (c * a.height + a.height - e + y) * a.width;
-      const rb = (c * b.height + y) * b.width;
-      for (let x = 0; x < b.width; x++) b.data[rb + x] = a.data[ra + x] * (1 - y / e) + b.data[rb + x] * (y / e);
-    }
-}
-
-/** b[..., x] = a[..., a.w - e + x] (1 - x / e) + b[..., x] (x / e) for x < e (diffusers blend_h). */
-function blendH(a: DecodedVideo, b: DecodedVideo, extent: number): void {
-  const e = Math.min(a.width, b.width, extent);
-  const rows = b.channels * b.frames * b.height;
-  for (let r = 0; r < rows; r++) {
-    const ra = r * a.width + a.width - e;
-    const rb = r * b.width;
-    for (let x = 0; x < e; x++) b.data[rb + x] = a.data[ra + x] * (1 - x / e) + b.data[rb + x] * (x / e);
-  }
-}
-
-/** Write tile[:, :, :sh, :sw] at (y0, x0) of `out`, cut to the output (unclamped). */
-function writeCrop(tile: DecodedVideo, out: DecodedVideo, y0: number, x0: number, sh: number, sw: number): void {
-  const h = Math.min(sh, tile.height, out.height - y0);
-  const w = Math.min(sw, tile.width, out.width - x0);
-  if (h <= 0 || w <= 0) return;
-  const C = tile.channels * tile.frames;
-  for (let c = 0; c < C; c++)
-    for (let y = 0; y < h; y++) {
-      const src = (c * tile.height + y) * tile.width;
-      out.data.set(tile.data.subarray(src, src + w), (c * out.height + y0 + y) * out.width + x0);
-    }
-}
-
-/** dst[offset + i] = clamp(src[i], -1, 1) (VaeImageProcessor.postprocess clamps (x / 2 + 0.5) to [0, 1]). */
-function clampInto(src: Float32Array, dst: Float32Array, offset: number): void {
-  for (let i = 0; i < src.length; i++) {
-    const v = src[i];
-    dst[offset + i] = v > 1 ? 1 : v < -1 ? -1 : v;
-  }
-}
-
-/** `<dir>/vae` when it holds a config.json, else `dir` itself when it has a config.json. */
-function resolveVaeDir(dir: string): string {
-  const root = resolve(dir);
-  if (existsSync(join(root, "vae", "config.json"))) return join(root, "vae");
-  if (existsSync(join(root, "config.json"))) return root;
-  throw new ConfigError(`no VAE found in ${root}: looked for vae/config.json and config.json`, "point at a diffusers HunyuanVideo model folder (with vae/) or at its vae/ folder");
-}
-
-function checkDecoderKeys(ckpt: ReturnType<typeof openCheckpoint>, config: HunyuanVaeConfig): void {
-  const expected = decoderShapes(config);
-  validateKeys(ckpt, expected, { allowUnexpected: true });
-  const extra = checkKeys(ckpt, expected).unexpected.filter((u) => u.key.startsWith("decoder.") || u.key.startsWith("post_quant_conv."));
-  if (extra.length > 0)
-    throw new WeightsError(
-      extra[0].file,
-      extra[0].key,
-      `${extra.length} decoder key(s) this config does not have: ${extra.slice(0, 5).map((u) => u.key).join(", ")}${extra.length > 5 ? ", ..." : ""}`,
-      "the checkpoint and vae/config.json disagree (block_out_channels, layers_per_block, mid_block_add_attention, spatial_compression_ratio); use the config that came with the weights",
-    );
-}
+/** The config fields a checkpoint with other decoder keys disagrees on. */
+const DECODER_KEYS_FIX = "block_out_channels, layers_per_block, mid_block_add_attention, spatial_compression_ratio";
 
 /**
  * Check a diffusers HunyuanVideo VAE folder (`<model>/vae` or the vae folder itself) without
@@ -536,24 +413,15 @@ function checkDecoderKeys(ckpt: ReturnType<typeof openCheckpoint>, config: Hunyu
  * shape in the checkpoint's header (missing, wrong shape, unexpected decoder.* keys).
  */
 export function checkHunyuanVaeFolder(dir: string): { vaeDir: string; config: HunyuanVaeConfig } {
-  const vaeDir = resolveVaeDir(dir);
-  const config = readHunyuanVaeConfig(join(vaeDir, "config.json"));
-  const ckpt = openCheckpoint(vaeDir);
-  try {
-    checkDecoderKeys(ckpt, config);
-  } finally {
-    ckpt.close();
-  }
+  const { vaeDir, config, ckpt } = openVaeFolder(dir, "HunyuanVideo", readHunyuanVaeConfig, decoderShapes, DECODER_KEYS_FIX);
+  ckpt.close();
   return { vaeDir, config };
 }
 
 /** Load the decoder of a diffusers HunyuanVideo VAE folder (fp32 / fp16 / bf16, single file or sharded). */
 export async function loadHunyuanVaeDecoder(dir: string, opts: HunyuanVaeOptions = {}): Promise<HunyuanVaeDecoder> {
-  const vaeDir = resolveVaeDir(dir);
-  const config = readHunyuanVaeConfig(join(vaeDir, "config.json"));
-  const ckpt = openCheckpoint(vaeDir);
+  const { config, ckpt } = openVaeFolder(dir, "HunyuanVideo", readHunyuanVaeConfig, decoderShapes, DECODER_KEYS_FIX);
   try {
-    checkDecoderKeys(ckpt, config);
     return await HunyuanVaeDecoder.create(config, { read: (k) => ckpt.readF32(k) }, opts);
   } finally {
     ckpt.close();

@@ -185,6 +185,29 @@ export function buildPatchGraph(c: HunyuanConfig, w: WeightGetter, grid: Grid): 
   return g;
 }
 
+/** The attention modules' inputs: img [1, L, D], txt [1, S, D], c [1, D], cos/sin [L, d/2]. */
+function attnInputs(g: Graph, D: number, d: number): { img: Value; txt: Value; cond: Value; cos: Value; sin: Value } {
+  return {
+    img: g.input("img", [1, "L", D]),
+    txt: g.input("txt", [1, "S", D]),
+    cond: g.input("c", [1, D]),
+    cos: g.input("cos", ["L", d / 2]),
+    sin: g.input("sin", ["L", d / 2]),
+  };
+}
+
+/**
+ * q or k [1, n, H, d] of one stream's normed tokens: projection, per-head RMSNorm (node `name`,
+ * weight `wn()`), RoPE with `rot` (image rows; none for text).
+ */
+function qkHeads(g: Graph, proj: (x: Value) => Value, x: Value, H: number, d: number, name: string, wn: () => Float32Array, rot: { cos: Value; sin: Value } | null): Value {
+  const y = headsNormed(g, proj(x), H, d, name, wn());
+  return rot ? rope(g, y, rot.cos, rot.sin, H, d) : y;
+}
+
+/** Attention of q against k, v (all [1, H, n, d]), heads merged: [1, n, D]. */
+const attend = (g: Graph, q: Value, k: Value, v: Value, d: number, D: number): Value => mergeHeads(g, attention(g, q, k, v, d), D);
+
 /**
  * Dual-stream block i, module "attn" (HunyuanVideoTransformerBlock steps 1-3): img [1, L, D],
  * txt [1, S, D], c [1, D], cos/sin [L, d/2] -> r [1, L + S, D] = [gate_msa to_out(attn_img);
@@ -200,26 +223,23 @@ export function buildDoubleAttnGraph(c: HunyuanConfig, w: WeightGetter, i: numbe
   const d = c.attention_head_dim;
   const p = `transformer_blocks.${i}.`;
   const a = `${p}attn.`;
-  const img = g.input("img", [1, "L", D]);
-  const txt = g.input("txt", [1, "S", D]);
-  const cond = g.input("c", [1, D]);
-  const cos = g.input("cos", ["L", d / 2]);
-  const sin = g.input("sin", ["L", d / 2]);
+  const { img, txt, cond, cos, sin } = attnInputs(g, D, d);
   // AdaLayerNormZero chunks 0..2: shift_msa, scale_msa, gate_msa
   const [shI, scI, gateI] = modulation(g, w, `${p}norm1.linear`, cond, D, 0, 3);
   const [shT, scT, gateT] = modulation(g, w, `${p}norm1_context.linear`, cond, D, 0, 3);
   const ni = modulatedNorm(g, img, `${p}norm1.norm`, D, shI, scI);
   const nt = modulatedNorm(g, txt, `${p}norm1_context.norm`, D, shT, scT);
-  const qi = rope(g, headsNormed(g, linKey(g, w, `${a}to_q`, D, D)(ni), H, d, `${a}norm_q`, w(`${a}norm_q.weight`)), cos, sin, H, d);
-  const ki = rope(g, headsNormed(g, linKey(g, w, `${a}to_k`, D, D)(ni), H, d, `${a}norm_k`, w(`${a}norm_k.weight`)), cos, sin, H, d);
+  const heads = (x: Value, proj: string, norm: string, rot: { cos: Value; sin: Value } | null) => qkHeads(g, linKey(g, w, `${a}${proj}`, D, D), x, H, d, `${a}${norm}`, () => w(`${a}${norm}.weight`), rot);
+  const qi = heads(ni, "to_q", "norm_q", { cos, sin });
+  const ki = heads(ni, "to_k", "norm_k", { cos, sin });
   const vi = g.reshape(linKey(g, w, `${a}to_v`, D, D)(ni), [1, -1, H, d]);
-  const qt = headsNormed(g, linKey(g, w, `${a}add_q_proj`, D, D)(nt), H, d, `${a}norm_added_q`, w(`${a}norm_added_q.weight`));
-  const kt = headsNormed(g, linKey(g, w, `${a}add_k_proj`, D, D)(nt), H, d, `${a}norm_added_k`, w(`${a}norm_added_k.weight`));
+  const qt = heads(nt, "add_q_proj", "norm_added_q", null);
+  const kt = heads(nt, "add_k_proj", "norm_added_k", null);
   const vt = g.reshape(linKey(g, w, `${a}add_v_proj`, D, D)(nt), [1, -1, H, d]);
   const k = toHeads(g, g.concat([ki, kt], 1));
   const v = toHeads(g, g.concat([vi, vt], 1));
-  const oi = mergeHeads(g, attention(g, toHeads(g, qi), k, v, d), D);
-  const ot = mergeHeads(g, attention(g, toHeads(g, qt), k, v, d), D);
+  const oi = attend(g, toHeads(g, qi), k, v, d, D);
+  const ot = attend(g, toHeads(g, qt), k, v, d, D);
   const ri = g.mul(linKey(g, w, `${a}to_out.0`, D, D)(oi), gateI);
   const rt = g.mul(linKey(g, w, `${a}to_add_out`, D, D)(ot), gateT);
   g.output(g.concat([ri, rt], 1), "r", [1, "N", D]);
@@ -267,11 +287,7 @@ export function buildSingleAttnGraph(c: HunyuanConfig, w: WeightGetter, i: numbe
   const d = c.attention_head_dim;
   const p = `single_transformer_blocks.${i}.`;
   const a = `${p}attn.`;
-  const img = g.input("img", [1, "L", D]);
-  const txt = g.input("txt", [1, "S", D]);
-  const cond = g.input("c", [1, D]);
-  const cos = g.input("cos", ["L", d / 2]);
-  const sin = g.input("sin", ["L", d / 2]);
+  const { img, txt, cond, cos, sin } = attnInputs(g, D, d);
   const [shift, scale, gate] = modulation(g, w, `${p}norm.linear`, cond, D, 0, 3);
   const ni = modulatedNorm(g, img, `${p}norm.norm.img`, D, shift, scale);
   const nt = modulatedNorm(g, txt, `${p}norm.norm.txt`, D, shift, scale);
@@ -280,16 +296,10 @@ export function buildSingleAttnGraph(c: HunyuanConfig, w: WeightGetter, i: numbe
   const toV = linKey(g, w, `${a}to_v`, D, D);
   const nq = w(`${a}norm_q.weight`);
   const nk = w(`${a}norm_k.weight`);
-  const q = g.concat([
-    rope(g, headsNormed(g, toQ(ni), H, d, `${a}norm_q.img`, nq), cos, sin, H, d),
-    headsNormed(g, toQ(nt), H, d, `${a}norm_q.txt`, nq),
-  ], 1);
-  const k = g.concat([
-    rope(g, headsNormed(g, toK(ni), H, d, `${a}norm_k.img`, nk), cos, sin, H, d),
-    headsNormed(g, toK(nt), H, d, `${a}norm_k.txt`, nk),
-  ], 1);
+  const q = g.concat([qkHeads(g, toQ, ni, H, d, `${a}norm_q.img`, () => nq, { cos, sin }), qkHeads(g, toQ, nt, H, d, `${a}norm_q.txt`, () => nq, null)], 1);
+  const k = g.concat([qkHeads(g, toK, ni, H, d, `${a}norm_k.img`, () => nk, { cos, sin }), qkHeads(g, toK, nt, H, d, `${a}norm_k.txt`, () => nk, null)], 1);
   const v = g.concat([g.reshape(toV(ni), [1, -1, H, d]), g.reshape(toV(nt), [1, -1, H, d])], 1);
-  const o = mergeHeads(g, attention(g, toHeads(g, q), toHeads(g, k), toHeads(g, v), d), D);
+  const o = attend(g, toHeads(g, q), toHeads(g, k), toHeads(g, v), d, D);
   const Wout = weightCols(w(`${p}proj_out.weight`), D, D + M, 0, D);
   const r = lin(g, `${p}proj_out.attn`, Wout, w(`${p}proj_out.bias`), D, D)(o);
   g.output(g.mul(r, gate), "r", [1, "N", D]);

@@ -12,15 +12,13 @@
  *    and relative positions do not change), for a fraction of the work; padded rows are not
  *    computed. WanPipeline discards them anyway.
  */
-import { join } from "node:path";
 import { sha256 } from "../../util/hash.ts";
-import { collectGarbage } from "../../util/gc.ts";
-import { StageSession, type BackendOptions, type Feed } from "../../backend/ort.ts";
-import { MixCacheError, WeightsError } from "../../errors.ts";
+import type { Feed, StageSession } from "../../backend/ort.ts";
+import { MixCacheError } from "../../errors.ts";
+import { createStage, openEncoder, runStages, validateWeights, weightGetter, type StreamOptions } from "../stream-stages.ts";
 import { EMBED_ALIAS, EMBED_KEY, Umt5Config, readUmt5Config, relativePositionBuckets, umt5ExpectedShapes } from "./config.ts";
-import { buildBlockGraph, buildFinalNormGraph, WeightGetter } from "./graphs.ts";
-import { CheckpointSource, Umt5WeightSource } from "./weights.ts";
-import type { Graph } from "../../graph/builder.ts";
+import { buildBlockGraph, buildFinalNormGraph } from "./graphs.ts";
+import type { Umt5WeightSource } from "./weights.ts";
 
 export interface EncoderInput {
   /** Token ids (padded or not). */
@@ -31,10 +29,7 @@ export interface EncoderInput {
 
 export type SequenceMode = "trimmed" | "padded";
 
-export interface Umt5EncoderOptions extends BackendOptions {
-  /** Keep every layer's session after the first call (memory: the whole encoder as fp32). */
-  keepSessions?: boolean;
-}
+export type Umt5EncoderOptions = StreamOptions;
 
 export interface LayerTiming {
   layer: number; // num_layers = final norm
@@ -53,39 +48,18 @@ export interface ForwardOptions {
 /** Validate a weight source against the config: every key with its shape; the embedding may be
  * stored under shared.weight or encoder.embed_tokens.weight; decoder.* / lm_head.* are ignored. */
 function validateUmt5Weights(c: Umt5Config, src: Umt5WeightSource): { embedKey: string } {
-  const expected = umt5ExpectedShapes(c);
   const embedKey = src.has(EMBED_KEY) ? EMBED_KEY : src.has(EMBED_ALIAS) ? EMBED_ALIAS : EMBED_KEY;
-  const missing: string[] = [];
-  const wrong: string[] = [];
-  for (const [k0, shape] of expected) {
-    const k = k0 === EMBED_KEY ? embedKey : k0;
-    if (!src.has(k)) {
-      missing.push(`${k} [${shape}]`);
-      continue;
-    }
-    const got = src.shape(k);
-    if (got.length !== shape.length || got.some((d, j) => d !== shape[j])) wrong.push(`${k}: expected [${shape}], got [${got}]`);
-  }
-  const known = new Set([...expected.keys(), EMBED_ALIAS]);
-  const unexpected = src.keys().filter((k) => !known.has(k) && !k.startsWith("decoder.") && k !== "lm_head.weight");
-  if (missing.length || wrong.length || unexpected.length) {
-    const lines: string[] = [];
-    const part = (title: string, xs: string[]) => {
-      if (!xs.length) return;
-      lines.push(`${xs.length} ${title}:`);
-      for (const x of xs.slice(0, 8)) lines.push(`  ${x}`);
-      if (xs.length > 8) lines.push(`  ... and ${xs.length - 8} more`);
-    };
-    part("missing", missing);
-    part("with wrong shape", wrong);
-    part("unexpected", unexpected);
-    const embRows = src.has(embedKey) ? src.shape(embedKey)[0] : undefined;
-    const hint =
-      embRows !== undefined && embRows !== c.vocab_size
-        ? `config.json says vocab_size ${c.vocab_size} but the embedding has ${embRows} rows: use the config.json that came with these weights`
-        : "use the text_encoder/ folder (config.json + weights) of one Wan2.1 checkpoint; the weights must be transformers UMT5EncoderModel keys";
-    throw new WeightsError(src.path, undefined, `umT5 weights do not match config.json (d_model ${c.d_model}, ${c.num_layers} layers, ${c.num_heads} heads x ${c.d_kv}, d_ff ${c.d_ff}, vocab ${c.vocab_size}):\n${lines.join("\n")}`, hint);
-  }
+  const expected = new Map([...umt5ExpectedShapes(c)].map(([k, shape]) => [k === EMBED_KEY ? embedKey : k, shape]));
+  const embRows = src.has(embedKey) ? src.shape(embedKey)[0] : undefined;
+  validateWeights(
+    src,
+    expected,
+    (k) => k === EMBED_KEY || k === EMBED_ALIAS || k.startsWith("decoder.") || k === "lm_head.weight",
+    `umT5 weights do not match config.json (d_model ${c.d_model}, ${c.num_layers} layers, ${c.num_heads} heads x ${c.d_kv}, d_ff ${c.d_ff}, vocab ${c.vocab_size})`,
+    embRows !== undefined && embRows !== c.vocab_size
+      ? `config.json says vocab_size ${c.vocab_size} but the embedding has ${embRows} rows: use the config.json that came with these weights`
+      : "use the text_encoder/ folder (config.json + weights) of one Wan2.1 checkpoint; the weights must be transformers UMT5EncoderModel keys",
+  );
   return { embedKey };
 }
 
@@ -106,14 +80,7 @@ export class Umt5Encoder {
 
   /** Open a transformers text_encoder/ folder: config.json + model.safetensors (or sharded with model.safetensors.index.json). */
   static open(dir: string, opts: Umt5EncoderOptions = {}): Umt5Encoder {
-    const config = readUmt5Config(join(dir, "config.json"));
-    const src = CheckpointSource.open(dir);
-    try {
-      return new Umt5Encoder(config, src, opts);
-    } catch (e) {
-      src.close();
-      throw e;
-    }
+    return openEncoder(dir, readUmt5Config, (config, src) => new Umt5Encoder(config, src, opts));
   }
 
   /** sha256 of the config and the weights' fingerprint. */
@@ -124,17 +91,6 @@ export class Umt5Encoder {
       this.fp = sha256(`umt5-encoder/1\0${cfg}\0${this.source.fingerprint()}`);
     }
     return this.fp;
-  }
-
-  private weightGetter(): WeightGetter {
-    const shapes = umt5ExpectedShapes(this.config);
-    return (key) => {
-      const v = this.source.read(key);
-      const s = shapes.get(key);
-      const n = s ? s.reduce((a, b) => a * b, 1) : -1;
-      if (v.length !== n) throw new WeightsError(this.source.path, key, `${v.length} values, expected shape [${s}]`, "the weights do not match config.json");
-      return v;
-    };
   }
 
   private buckets(S: number): Float32Array {
@@ -160,25 +116,8 @@ export class Umt5Encoder {
   private async session(i: number, timing: LayerTiming, onPhase?: () => void): Promise<StageSession> {
     const kept = this.sessions[i];
     if (kept) return kept;
-    let t0 = performance.now();
-    const w = this.weightGetter();
-    let g: Graph | null = i < this.config.num_layers ? buildBlockGraph(this.config, w, i) : buildFinalNormGraph(this.config, w);
-    let bytes: Uint8Array | null = g.toModel();
-    const name = g.name;
-    onPhase?.();
-    g = null; // drop the graph's references to the weights ...
-    collectGarbage(); // ... and free them before onnxruntime makes its copy (peak: 2 copies, not 3)
-    timing.buildMs = performance.now() - t0;
-    t0 = performance.now();
-    // Prepacking (a re-layout of every MatMul weight) pays off over many runs; a streamed layer
-    // runs once per batch, so it is off unless the sessions are kept (measured on umT5-XXL
-    // layers: session creation 4.0 s -> 0.8 s, run time unchanged).
-    const prepack = this.opts.prepack ?? this.opts.keepSessions === true;
-    const s = await StageSession.create(name, bytes, { ...this.opts, prepack });
-    onPhase?.();
-    bytes = null;
-    collectGarbage();
-    timing.sessionMs = performance.now() - t0;
+    const w = weightGetter(this.source, umt5ExpectedShapes(this.config));
+    const s = await createStage(() => (i < this.config.num_layers ? buildBlockGraph(this.config, w, i) : buildFinalNormGraph(this.config, w)), this.opts, timing, onPhase);
     if (this.opts.keepSessions) this.sessions[i] = s;
     return s;
   }
@@ -207,25 +146,21 @@ export class Umt5Encoder {
       const ids = Array.from(inp.ids).slice(0, S);
       return { S, x: this.embed(ids), mask: mask.subarray(0, S) };
     });
-    for (let i = 0; i <= this.config.num_layers; i++) {
-      const timing: LayerTiming = { layer: i, buildMs: 0, sessionMs: 0, runMs: 0 };
-      const s = await this.session(i, timing, opts.onPhase);
-      const t0 = performance.now();
-      try {
-        for (const it of items) {
-          const feeds: Record<string, Feed> =
-            i < this.config.num_layers
-              ? { x: { data: it.x, dims: [it.S, D] }, buckets: { data: this.buckets(it.S), dims: [it.S, it.S] }, mask: { data: it.mask, dims: [it.S] } }
-              : { x: { data: it.x, dims: [it.S, D] } };
-          [it.x] = await s.run(feeds, ["y"]);
-          opts.onPhase?.();
-        }
-      } finally {
-        if (!this.opts.keepSessions) await s.release();
-      }
-      timing.runMs = performance.now() - t0;
-      opts.onLayer?.(timing);
-    }
+    const L = this.config.num_layers;
+    await runStages(
+      L + 1,
+      items,
+      {
+        timing: (i): LayerTiming => ({ layer: i, buildMs: 0, sessionMs: 0, runMs: 0 }),
+        session: (i, timing, onPhase) => this.session(i, timing, onPhase),
+        feeds: (i, it): Record<string, Feed> =>
+          i < L
+            ? { x: { data: it.x, dims: [it.S, D] }, buckets: { data: this.buckets(it.S), dims: [it.S, it.S] }, mask: { data: it.mask, dims: [it.S] } }
+            : { x: { data: it.x, dims: [it.S, D] } },
+        keep: !!this.opts.keepSessions,
+      },
+      opts,
+    );
     return items.map((it) => it.x);
   }
 

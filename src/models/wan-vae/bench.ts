@@ -6,7 +6,7 @@
  *   node --import tsx src/models/wan-vae/bench.ts --height 480 --width 832 --latent-frames 1 [--threads N] [--tile]
  */
 import { pathToFileURL } from "node:url";
-import { UsageError } from "../../errors.ts";
+import { MiB, runVaeBench } from "../bench-support.ts";
 import { WanVaeConfig, decodedFrames, decoderChunkMacs, decoderCacheBytes, decoderParameterCount, decoderShapes, spatialScale, wan21VaeConfig } from "./config.ts";
 import { TileOptions, WanVaeDecoder, WanVaeOptions } from "./decoder.ts";
 
@@ -49,69 +49,17 @@ export interface VaeBenchResult {
   peakRssMiB: number;
 }
 
-/** xorshift uniform in [-a, a) with a = sqrt(3) std: cheap random weights of the right scale. */
-function randomWeights(seed: number) {
-  let s = seed >>> 0 || 1;
-  return (n: number, std: number): Float32Array => {
-    const a = new Float32Array(n);
-    const k = (Math.sqrt(3) * std * 2) / 4294967296;
-    const half = Math.sqrt(3) * std;
-    for (let i = 0; i < n; i++) {
-      s ^= s << 13;
-      s ^= s >>> 17;
-      s ^= s << 5;
-      a[i] = (s >>> 0) * k - half;
-    }
-    return a;
-  };
-}
-
-const MiB = 1024 * 1024;
-const rss = () => process.memoryUsage.rss() / MiB;
-
 export async function benchWanVaeDecoder(opts: VaeBenchOptions = {}): Promise<VaeBenchResult> {
   const c = opts.config ?? wan21VaeConfig();
-  const s = spatialScale(c);
-  const height = opts.height ?? 480;
-  const width = opts.width ?? 832;
+  const [height, width] = [opts.height ?? 480, opts.width ?? 832];
   const F = opts.latentFrames ?? 1;
-  if (height % s || width % s || height < s || width < s) throw new UsageError(`height and width must be positive multiples of ${s}, got ${height} x ${width}`);
-  if (!Number.isInteger(F) || F < 1) throw new UsageError(`latentFrames must be a positive integer, got ${F}`);
-  const [h, w] = [height / s, width / s];
-  const shapes = decoderShapes(c);
-  const gen = randomWeights(opts.seed ?? 1);
-  const rssBefore = rss();
-  const t0 = performance.now();
-  const dec = await WanVaeDecoder.create(
-    c,
-    {
-      read: (k) => {
-        const shape = shapes.get(k)!;
-        const n = shape.reduce((a, b) => a * b, 1);
-        const fanIn = shape.length >= 2 ? shape.slice(1).reduce((a, b) => a * b, 1) : 1;
-        if (k.endsWith(".gamma")) return new Float32Array(n).fill(1);
-        if (k.endsWith(".bias")) return gen(n, 0.02);
-        return gen(n, 1 / Math.sqrt(fanIn));
-      },
-    },
-    { threads: opts.threads, group: opts.group },
-  );
-  const loadMs = performance.now() - t0;
-  const rssAfterLoad = rss();
-  const latents = gen(c.z_dim * F * h * w, 1);
-  const chunkMs: number[] = [];
-  let last = performance.now();
-  const t1 = last;
-  const video = await dec.decode(latents, [c.z_dim, F, h, w], {
-    tile: opts.tile,
-    onChunk: () => {
-      const now = performance.now();
-      chunkMs.push(now - last);
-      last = now;
-    },
+  const { h, w, video, loadMs, chunkMs, decodeMs, rssBeforeMiB, rssAfterLoadMiB } = await runVaeBench({
+    scale: spatialScale(c), height, width, latentFrames: F, channels: c.z_dim, seed: opts.seed ?? 1,
+    shapes: decoderShapes(c),
+    isNormScale: (k) => k.endsWith(".gamma"),
+    create: (source) => WanVaeDecoder.create(c, source, { threads: opts.threads, group: opts.group }),
+    decode: (dec, latents, dims, onChunk) => dec.decode(latents, dims, { tile: opts.tile, onChunk }),
   });
-  const decodeMs = performance.now() - t1;
-  await dec.release();
   if (video.frames !== decodedFrames(c, F)) throw new Error("internal: frame count");
   const macsFirst = decoderChunkMacs(c, h, w, true);
   const macsNext = decoderChunkMacs(c, h, w, false);
@@ -120,7 +68,7 @@ export async function benchWanVaeDecoder(opts: VaeBenchOptions = {}): Promise<Va
     params: decoderParameterCount(c), loadMs: Math.round(loadMs), chunkMs: chunkMs.map(Math.round), decodeMs: Math.round(decodeMs),
     macsFirst, macsNext, gmacPerS: +((macsFirst + (F - 1) * macsNext) / 1e9 / (decodeMs / 1000)).toFixed(1),
     cacheMiB: Math.round(decoderCacheBytes(c, h, w) / MiB),
-    rssBeforeMiB: Math.round(rssBefore), rssAfterLoadMiB: Math.round(rssAfterLoad),
+    rssBeforeMiB: Math.round(rssBeforeMiB), rssAfterLoadMiB: Math.round(rssAfterLoadMiB),
     peakRssMiB: Math.round(process.resourceUsage().maxRSS / 1024),
   };
 }
