@@ -77,3 +77,34 @@ test("the loop: uncached (fused) run equals a module-hooked run bit for bit, wit
   }
   await model.release();
 });
+
+test("module caches that compute a whole block take its residuals from one fused call: the same bits and accounting as module calls", async () => {
+  const { config, weights } = tinyWan(5, { num_layers: 3 });
+  const fused = await WanModel.load(config, mapSource(weights), { threads: 1, fusedBlocks: true });
+  const modules = await WanModel.load(config, mapSource(weights), { threads: 1, fusedBlocks: false });
+  assert.ok(fused.fusedBlocks && !modules.fusedBlocks);
+  const r = rng(6);
+  const S = 5;
+  const cond = { data: randomArray(S * config.text_dim, r), tokens: S };
+  const uncond = { data: randomArray(S * config.text_dim, r), tokens: S };
+  const shape = { channels: config.in_channels, frames: 2, height: 6, width: 4 };
+  const { makeCache } = await import("../src/cache/registry.ts");
+  for (const [name, opts] of [["fora", {}], ["pab", { t_lo: -1, t_hi: 1000 }], ["taylorseer", {}], ["fastercache", {}]] as const) {
+    const run = async (model: WanModel) => {
+      const att = makeCache(name, opts, { profilesDir: "" }).attach();
+      let residualCalls = 0;
+      const orig = model.blockResiduals.bind(model);
+      model.blockResiduals = async (...a) => (residualCalls++, orig(...a));
+      const res = await denoise({ model, cond, uncond, shape, steps: 8, guidance: 4, shift: 3, seed: 3, sampler: "unipc", hooks: att.hooks });
+      model.blockResiduals = orig;
+      return { res, residualCalls };
+    };
+    const a = await run(fused), b = await run(modules);
+    assert.ok(a.residualCalls > 0, `${name}: the fused residual call is used`);
+    assert.deepEqual(a.res.latent, b.res.latent, `${name}: fused residuals vs module calls`);
+    assert.equal(a.res.stats.macsExecuted, b.res.stats.macsExecuted);
+    assert.deepEqual(a.res.stats.computed, b.res.stats.computed);
+  }
+  await fused.release();
+  await modules.release();
+});

@@ -111,6 +111,9 @@ export interface DiTModel {
   /** Hidden state after the last block -> velocity [C, F, H, W]. */
   head(g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array>;
   macs(g: GridHandle, p: PromptHandle): FamilyMacs;
+  /** Optional: block b's module residuals (blocks[b].modules order) in one fused call, bit-identical
+   * to calling `module` for each in turn; null when the family has no such call for it. */
+  blockResiduals?(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array[] | null>;
   release(): Promise<void>;
 }
 

@@ -165,9 +165,16 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
         const blockCompute = (b: number) => async (hIn: Float32Array) => {
           stats.block();
           const decl = blocks[b];
+          // a module cache computing every module of this block: one fused call for all residuals
+          const all = hooks.module && pm.blockResiduals && hooks.computesAllModules?.(ctx, b) ? await pm.blockResiduals(b, g, hIn, btime, p) : null;
           let h = hIn;
           for (let m = 0; m < decl.modules.length; m++) {
-            const compute = moduleCall(b, m);
+            const compute = all
+              ? async () => {
+                  stats.module(decl.modules[m].name, bm.module[b][m]);
+                  return all[m];
+                }
+              : moduleCall(b, m);
             const input = decl.parallel ? hIn : h; // parallel modules all read the block input
             const r = hooks.module ? await hooks.module(ctx, b, decl.modules[m], input, compute) : await compute(input);
             h = await addLarge(h, r); // a new array: h may be held by a cache

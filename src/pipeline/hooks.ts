@@ -83,6 +83,10 @@ export interface Hooks {
   /** Around one module: h -> residual contribution. Cache keys use `mod.name` (unique within a
    * block); `mod.role` says what it does. */
   module?(ctx: BranchCtx, block: number, mod: ModuleDecl, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
+  /** A module-level cache says, before block `index` runs, that it will call `compute` for every
+   * module of the block this time; the loop may then compute them in one fused call and hand each
+   * module hook its residual (the same values). Absent or false: one call per module. */
+  computesAllModules?(ctx: BranchCtx, index: number): boolean;
   /** Whether this step's velocity is approximate, for the sampler's `approx` mode (default: the
    * step executed less than a full step's compute). Replays of exact velocities say false. */
   approximate?(step: StepInfo): boolean | undefined;

@@ -206,6 +206,14 @@ export const fastercache = defineStrategy({
               for (const s of Object.values(st)) s.computed = s.approx = 0;
               cfg.action = "none";
             },
+            computesAllModules(ctx, block) {
+              const s = st[ctx.branch];
+              return ctx.blocks[block].modules.every((m) => {
+                if (m.role !== "self-attn" && m.role !== "joint-attn") return true;
+                const key = `${ctx.branch}.${block}.${m.name}`;
+                return !(attnApproximates(c.attn_range, c.attn_t_lo, c.attn_t_hi, ctx.step.index, ctx.step.timestep, s.lastAt.get(key) ?? -1) && store.has(`${key}.last`));
+              });
+            },
             async module(ctx, block, mod, h, compute) {
               const s = st[ctx.branch];
               // FasterCache approximates the attention over the video tokens (Wan sa; joint attention in MMDiT families)

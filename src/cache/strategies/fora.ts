@@ -44,6 +44,10 @@ export const fora = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
+            // every module of a block is reused together or computed together
+            computesAllModules(ctx, block) {
+              return ctx.blocks[block].modules.every((m) => !store.get(`${ctx.branch}.${block}.${m.name}`) || foraIsFull(N, ctx.step.index));
+            },
             async module(ctx, block, mod, h, compute) {
               const s = st[ctx.branch];
               const key = `${ctx.branch}.${block}.${mod.name}`;

@@ -70,6 +70,9 @@ export const pab = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
+            computesAllModules(ctx, block) {
+              return ctx.blocks[block].modules.every((m) => !(store.get(`${ctx.branch}.${block}.${m.name}`) && pabBroadcasts(byRole[m.role], lo, hi, ctx.step.index, ctx.step.timestep)));
+            },
             async module(ctx, block, mod, h, compute) {
               const s = st[ctx.branch];
               const r = byRole[mod.role];

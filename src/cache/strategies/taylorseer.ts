@@ -171,6 +171,10 @@ export const taylorseer = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
+            computesAllModules(ctx, block) {
+              const s = decide(ctx.branch, ctx.step.index);
+              return ctx.blocks[block].modules.every((m) => s.full || !hooked(m) || !meta.get(`${ctx.branch}.${block}.${m.name}`));
+            },
             async module(ctx, block, mod, h, compute) {
               const s = decide(ctx.branch, ctx.step.index);
               const key = `${ctx.branch}.${block}.${mod.name}`;

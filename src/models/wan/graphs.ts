@@ -206,12 +206,20 @@ export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to
   const tproj = g.input("tproj", [1, 6, D]);
   const cos = g.input("cos", ["L", d / 2]);
   const sin = g.input("sin", ["L", d / 2]);
+  const single = to - from === 1;
   for (let i = from; i < to; i++) {
     const k = g.input(`k${i}`, [1, H, "S", d]);
     const v = g.input(`v${i}`, [1, H, "S", d]);
-    x = g.add(x, selfAttn(g, c, w, i, x, tproj, cos, sin, fused));
-    x = g.add(x, crossAttn(g, c, w, i, x, k, v, fused));
-    x = g.add(x, ffn(g, c, w, i, x, tproj, fused));
+    const rs = [] as ReturnType<typeof selfAttn>[];
+    rs.push(selfAttn(g, c, w, i, x, tproj, cos, sin, fused));
+    x = g.add(x, rs[0]);
+    rs.push(crossAttn(g, c, w, i, x, k, v, fused));
+    x = g.add(x, rs[1]);
+    rs.push(ffn(g, c, w, i, x, tproj, fused));
+    x = g.add(x, rs[2]);
+    // a single block also exposes its modules' residuals (r0 sa, r1 ca, r2 ffn): a cache that
+    // computes every module of the block this step takes them from one call (fetched only then)
+    if (single) rs.forEach((r, m) => g.output(r, `r${m}`, [1, "L", D]));
   }
   g.output(x, "h", [1, "L", D]);
   return g;

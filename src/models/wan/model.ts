@@ -283,6 +283,27 @@ export class WanModel implements DiTModel {
     return this.runModule(MODULES[m], b, g as GridState, h, time.tproj, wp.kv[b], wp.S);
   }
 
+  /**
+   * Block b's module residuals [sa, ca, ffn] from its fused session in one call (the same
+   * operations as three module calls: bit-identical), or null when blocks are not fused.
+   */
+  async blockResiduals(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array[] | null> {
+    if (!this.blockS.length) return null;
+    const wp = p as WanPrompt;
+    const gs = g as GridState;
+    const c = this.config;
+    const H = c.num_attention_heads, d = c.attention_head_dim;
+    const feeds: Record<string, Feed> = {
+      x: { data: h, dims: [1, gs.L, this.dim] },
+      tproj: { data: time.tproj, dims: [1, 6, this.dim] },
+      cos: { data: gs.cos, dims: [gs.L, d / 2] },
+      sin: { data: gs.sin, dims: [gs.L, d / 2] },
+      [`k${b}`]: { data: wp.kv[b].k, dims: [1, H, wp.S, d] },
+      [`v${b}`]: { data: wp.kv[b].v, dims: [1, H, wp.S, d] },
+    };
+    return this.blockS[b].run(feeds, ["r0", "r1", "r2"]);
+  }
+
   /** Blocks [from, to) in one go (the loop uses it where no strategy hooks a module). */
   runBlocks(from: number, to: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array> {
     const wp = p as WanPrompt;
