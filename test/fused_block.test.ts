@@ -93,10 +93,10 @@ test("module caches that compute a whole block take its residuals from one fused
     const run = async (model: WanModel) => {
       const att = makeCache(name, opts, { profilesDir: "" }).attach();
       let residualCalls = 0;
-      const orig = model.blockResiduals.bind(model);
-      model.blockResiduals = async (...a) => (residualCalls++, orig(...a));
+      const orig = model.blockModules.bind(model);
+      model.blockModules = async (...a) => (residualCalls++, orig(...a));
       const res = await denoise({ model, cond, uncond, shape, steps: 8, guidance: 4, shift: 3, seed: 3, sampler: "unipc", hooks: att.hooks });
-      model.blockResiduals = orig;
+      model.blockModules = orig;
       return { res, residualCalls };
     };
     const a = await run(fused), b = await run(modules);

@@ -82,6 +82,13 @@ export interface FamilyMacs {
   prompt: number;
 }
 
+/** A block run in one call: each module's residual, the state each module reads, the block output. */
+export interface BlockModulesOut {
+  residuals: Float32Array[];
+  inputs: Float32Array[];
+  out: Float32Array;
+}
+
 export interface DiTModel {
   readonly family: string;
   readonly inChannels: number;
@@ -111,9 +118,9 @@ export interface DiTModel {
   /** Hidden state after the last block -> velocity [C, F, H, W]. */
   head(g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array>;
   macs(g: GridHandle, p: PromptHandle): FamilyMacs;
-  /** Optional: block b's module residuals (blocks[b].modules order) in one fused call, bit-identical
-   * to calling `module` for each in turn; null when the family has no such call for it. */
-  blockResiduals?(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array[] | null>;
+  /** Optional: block b in one fused call, bit-identical to calling `module` for each module in
+   * turn and adding the residuals; null when the family has no such call for it. */
+  blockModules?(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<BlockModulesOut | null>;
   release(): Promise<void>;
 }
 

@@ -166,15 +166,26 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
           stats.block();
           const decl = blocks[b];
           // a module cache computing every module of this block: one fused call for all residuals
-          const all = hooks.module && pm.blockResiduals && hooks.computesAllModules?.(ctx, b) ? await pm.blockResiduals(b, g, hIn, btime, p) : null;
+          const all = hooks.module && pm.blockModules && !decl.parallel && hooks.computesAllModules?.(ctx, b) ? await pm.blockModules(b, g, hIn, btime, p) : null;
+          if (all) {
+            const got: Float32Array[] = [];
+            for (let m = 0; m < decl.modules.length; m++) {
+              const compute = async () => {
+                stats.module(decl.modules[m].name, bm.module[b][m]);
+                return all.residuals[m];
+              };
+              got.push(await hooks.module!(ctx, b, decl.modules[m], all.inputs[m], compute));
+            }
+            // every hook handed back the residual it was given: the block output is the fused one
+            if (got.every((r, m) => r === all.residuals[m])) return all.out;
+            // a hook returned something else after saying it would compute: add what it returned
+            let h2 = hIn;
+            for (const r of got) h2 = await addLarge(h2, r);
+            return h2;
+          }
           let h = hIn;
           for (let m = 0; m < decl.modules.length; m++) {
-            const compute = all
-              ? async () => {
-                  stats.module(decl.modules[m].name, bm.module[b][m]);
-                  return all[m];
-                }
-              : moduleCall(b, m);
+            const compute = moduleCall(b, m);
             const input = decl.parallel ? hIn : h; // parallel modules all read the block input
             const r = hooks.module ? await hooks.module(ctx, b, decl.modules[m], input, compute) : await compute(input);
             h = await addLarge(h, r); // a new array: h may be held by a cache

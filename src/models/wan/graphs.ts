@@ -211,15 +211,23 @@ export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to
     const k = g.input(`k${i}`, [1, H, "S", d]);
     const v = g.input(`v${i}`, [1, H, "S", d]);
     const rs = [] as ReturnType<typeof selfAttn>[];
+    const states = [x];
     rs.push(selfAttn(g, c, w, i, x, tproj, cos, sin, fused));
     x = g.add(x, rs[0]);
+    states.push(x);
     rs.push(crossAttn(g, c, w, i, x, k, v, fused));
     x = g.add(x, rs[1]);
+    states.push(x);
     rs.push(ffn(g, c, w, i, x, tproj, fused));
     x = g.add(x, rs[2]);
-    // a single block also exposes its modules' residuals (r0 sa, r1 ca, r2 ffn): a cache that
-    // computes every module of the block this step takes them from one call (fetched only then)
-    if (single) rs.forEach((r, m) => g.output(r, `r${m}`, [1, "L", D]));
+    // a single block also exposes its modules' residuals (r0 sa, r1 ca, r2 ffn) and the states
+    // between them (s1, s2): a cache that computes every module of the block this step takes them
+    // from one call (fetched only then)
+    if (single) {
+      rs.forEach((r, m) => g.output(r, `r${m}`, [1, "L", D]));
+      g.output(states[1], "s1", [1, "L", D]);
+      g.output(states[2], "s2", [1, "L", D]);
+    }
   }
   g.output(x, "h", [1, "L", D]);
   return g;

@@ -8,7 +8,7 @@ import { StageSession, BackendOptions, type Feed } from "../../backend/ort.ts";
 import { ConfigError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
 import { WanConfig, dimOf, expectedShapes, parameterCount } from "./config.ts";
-import type { BlockDecl, DiTModel, TimeOut as FamilyTimeOut, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../family.ts";
+import type { BlockDecl, BlockModulesOut, DiTModel, TimeOut as FamilyTimeOut, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../family.ts";
 import { promptMacs, stageMacs } from "./macs.ts";
 import {
   Grid, WeightGetter, buildBlocksGraph, buildCrossAttnGraph, buildCrossKvGraph, buildFfnGraph, buildHeadGraph, buildPatchGraph,
@@ -284,10 +284,12 @@ export class WanModel implements DiTModel {
   }
 
   /**
-   * Block b's module residuals [sa, ca, ffn] from its fused session in one call (the same
-   * operations as three module calls: bit-identical), or null when blocks are not fused.
+   * Block b in one call of its fused session: the module residuals [sa, ca, ffn], the state each
+   * module reads (the block input, then after sa, after ca) and the block output: the same
+   * operations as three module calls and their residual adds (bit-identical); null when blocks
+   * are not fused.
    */
-  async blockResiduals(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array[] | null> {
+  async blockModules(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<BlockModulesOut | null> {
     if (!this.blockS.length) return null;
     const wp = p as WanPrompt;
     const gs = g as GridState;
@@ -301,7 +303,8 @@ export class WanModel implements DiTModel {
       [`k${b}`]: { data: wp.kv[b].k, dims: [1, H, wp.S, d] },
       [`v${b}`]: { data: wp.kv[b].v, dims: [1, H, wp.S, d] },
     };
-    return this.blockS[b].run(feeds, ["r0", "r1", "r2"]);
+    const [r0, r1, r2, s1, s2, out] = await this.blockS[b].run(feeds, ["r0", "r1", "r2", "s1", "s2", "h"]);
+    return { residuals: [r0, r1, r2], inputs: [h, s1, s2], out };
   }
 
   /** Blocks [from, to) in one go (the loop uses it where no strategy hooks a module). */
