@@ -30,7 +30,7 @@ import { fileURLToPath } from "node:url";
 import { Graph } from "../src/graph/builder.ts";
 import { StageSession, defaultThreads, type BackendOptions } from "../src/backend/ort.ts";
 import { parseWanConfig, dimOf, parameterCount, expectedShapes, type WanConfig } from "../src/models/wan/config.ts";
-import { MODULES, WanModel, type WeightSource } from "../src/models/wan/model.ts";
+import { WanModel, type WeightSource } from "../src/models/wan/model.ts";
 import { stageMacs } from "../src/models/wan/macs.ts";
 import { attention, linear, mergeHeads, multiHeadAttention, splitHeads } from "../src/graph/layers.ts";
 import { mulberry32 } from "../src/pipeline/noise.ts";

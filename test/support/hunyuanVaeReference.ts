@@ -10,7 +10,7 @@
  * Tensors are batch-1 [C, T, H, W] Float64Arrays.
  */
 import type { HunyuanVaeConfig } from "../../src/models/hunyuan-vae/config.ts";
-import { type T4, zeros, catT, silu, add, clamp, crop, catW, catH, blendV, blendH } from "./t4.ts";
+import { type T4, zeros, catT, silu, add, clamp, crop, stitchTiles } from "./t4.ts";
 
 export type { T4 };
 
@@ -261,19 +261,7 @@ export class RefHunyuanVaeDecoder {
       for (let j = 0; j < z.w; j += stW) row.push(this.decoderForward(crop(z, i, Math.min(i + latH, z.h), j, Math.min(j + latW, z.w)), trace));
       rows.push(row);
     }
-    const resultRows: T4[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      const parts: T4[] = [];
-      for (let j = 0; j < rows[i].length; j++) {
-        let tile = rows[i][j];
-        if (i > 0) tile = blendV(rows[i - 1][j], tile, blendHgt);
-        if (j > 0) tile = blendH(rows[i][j - 1], tile, blendWid);
-        parts.push(crop(tile, 0, Math.min(s.strideH, tile.h), 0, Math.min(s.strideW, tile.w)));
-      }
-      resultRows.push(parts.reduce((a, b) => catW(a, b)));
-    }
-    const full = resultRows.reduce((a, b) => catH(a, b));
-    return crop(full, 0, Math.min(full.h, sampleH), 0, Math.min(full.w, sampleW));
+    return stitchTiles(rows, blendHgt, blendWid, s.strideH, s.strideW, sampleH, sampleW);
   }
 
   private temporalTiledDecode(z: T4, s: Settings, trace?: Trace): T4 {

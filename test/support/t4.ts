@@ -90,3 +90,24 @@ export function blendH(a: T4, b: T4, extent: number): T4 {
     }
   return b;
 }
+
+/**
+ * diffusers' tiled decode after the tiles are decoded: each tile blended with the one above and
+ * the one to its left over the overlap, cropped to the stride, the rows joined, the whole cropped
+ * to height x width.
+ */
+export function stitchTiles(rows: T4[][], blendHgt: number, blendWid: number, strideH: number, strideW: number, height: number, width: number): T4 {
+  const resultRows: T4[] = [];
+  for (let i = 0; i < rows.length; i++) {
+    const parts: T4[] = [];
+    for (let j = 0; j < rows[i].length; j++) {
+      let tile = rows[i][j];
+      if (i > 0) tile = blendV(rows[i - 1][j], tile, blendHgt);
+      if (j > 0) tile = blendH(rows[i][j - 1], tile, blendWid);
+      parts.push(crop(tile, 0, Math.min(strideH, tile.h), 0, Math.min(strideW, tile.w)));
+    }
+    resultRows.push(parts.reduce((a, b) => catW(a, b)));
+  }
+  const full = resultRows.reduce((a, b) => catH(a, b));
+  return crop(full, 0, Math.min(full.h, height), 0, Math.min(full.w, width));
+}

@@ -7,7 +7,7 @@
  * Tensors are batch-1 [C, T, H, W] Float64Arrays.
  */
 import type { WanVaeConfig } from "../../src/models/wan-vae/config.ts";
-import { type T4, zeros, catT, silu, add, clamp, crop, catW, catH, blendV, blendH } from "./t4.ts";
+import { type T4, zeros, catT, silu, add, clamp, crop, stitchTiles } from "./t4.ts";
 
 export type { T4 };
 
@@ -263,19 +263,7 @@ export class RefWanVaeDecoder {
       for (let j = 0; j < W; j += stW) row.push(this.decodeRaw(crop(z, i, Math.min(i + latH, H), j, Math.min(j + latW, W))));
       rows.push(row);
     }
-    const resultRows: T4[] = [];
-    for (let i = 0; i < rows.length; i++) {
-      const parts: T4[] = [];
-      for (let j = 0; j < rows[i].length; j++) {
-        let tile = rows[i][j];
-        if (i > 0) tile = blendV(rows[i - 1][j], tile, blendHgt);
-        if (j > 0) tile = blendH(rows[i][j - 1], tile, blendWid);
-        parts.push(crop(tile, 0, Math.min(t.strideH, tile.h), 0, Math.min(t.strideW, tile.w)));
-      }
-      resultRows.push(parts.reduce((a, b) => catW(a, b)));
-    }
-    const full = resultRows.reduce((a, b) => catH(a, b));
-    return clamp(crop(full, 0, Math.min(full.h, H * s), 0, Math.min(full.w, W * s)));
+    return clamp(stitchTiles(rows, blendHgt, blendWid, t.strideH, t.strideW, H * s, W * s));
   }
 }
 
