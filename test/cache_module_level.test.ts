@@ -75,6 +75,24 @@ async function driveModule(att: AttachedCache, kind: ModuleKind, count: number, 
   return outs;
 }
 
+/** Drive the body seam (cond branch) through `count` steps: the fake body adds value(step, j) to h0. */
+async function driveBody(att: AttachedCache, count: number, value: (step: number, j: number) => number, h0 = new Float32Array(TOKENS * D)) {
+  const outs: Float32Array[] = [];
+  const ran: number[] = [];
+  att.hooks.beginRun?.(runInfo(count));
+  for (let i = 0; i < count; i++) {
+    const step = stepInfo(i, count, timesteps(count)[i]);
+    att.hooks.beginStep?.(step, new Float32Array(8));
+    outs.push(await att.hooks.body!(ctxFor(step, "cond"), h0, async (from, to, h) => {
+      assert.deepEqual([from, to], [0, 1], "the whole body");
+      ran.push(i);
+      return Float32Array.from(h, (x, j) => x + value(i, j));
+    }));
+    att.hooks.endStep?.(step, { velocity: new Float32Array(8), cond: new Float32Array(8), uncond: null, latent: new Float32Array(8) });
+  }
+  return { outs, ran };
+}
+
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);
   let d = 0;
@@ -361,17 +379,26 @@ test("fastercache: the exact options return every computed tensor itself; tags a
 // ---------------------------------------------------------------------------------------------
 // TaylorSeer
 
-test("taylorseer: order 1 forecasts a linear-in-step signal exactly between full steps", async () => {
+test("taylorseer: order 1 forecasts a linear-in-step signal exactly between full steps (modules=all: the body residual)", async () => {
   const count = 14;
   const f = (s: number, j: number) => j - 3 + 2 * (j + 1) * s; // integers: exact in float32
   const att = makeCache("taylorseer", { interval: 4, order: 1, warmup: 2 }).attach();
-  const mod = fakeModule(f);
-  const outs = await driveModule(att, "ffn", count, mod);
-  assert.deepEqual(mod.ran, [0, 1, 5, 9, 13]); // warm-up 0, 1; then every 4 steps after the last full step
-  for (let i = 0; i < count; i++) for (let j = 0; j < TOKENS * D; j++) assert.equal(outs[i][j], f(i, j), `step ${i} j ${j}`);
+  assert.equal(att.hooks.module, undefined, "every module forecast together: the body seam only");
+  const h0 = Float32Array.from({ length: TOKENS * D }, (_, j) => 10 * j);
+  const { outs, ran } = await driveBody(att, count, f, h0);
+  assert.deepEqual(ran, [0, 1, 5, 9, 13]); // warm-up 0, 1; then every 4 steps after the last full step
+  for (let i = 0; i < count; i++) for (let j = 0; j < TOKENS * D; j++) assert.equal(outs[i][j], h0[j] + f(i, j), `step ${i} j ${j}`);
   const rep = att.report();
-  assert.equal(rep.peakBytes, 2 * TOKENS * D * 4, "(O + 1) factors per module");
+  assert.equal(rep.peakBytes, 2 * TOKENS * D * 4, "(O + 1) factors of the summed residual");
   assert.deepEqual(rep.trace.map((r) => r.action), ["full", "full", "taylor", "taylor", "taylor", "full", "taylor", "taylor", "taylor", "full", "taylor", "taylor", "taylor", "full"]);
+  assert.equal(rep.counters.reusedModulesCond, 9 * 3, "9 forecast steps x 3 modules");
+  // modules=attn: per module on the module seam, the FFN always computed
+  const a2 = makeCache("taylorseer", { interval: 4, order: 1, warmup: 2, modules: "attn" }).attach();
+  const mod = fakeModule(f);
+  const outs2 = await driveModule(a2, "sa", count, mod);
+  assert.deepEqual(mod.ran, [0, 1, 5, 9, 13]);
+  for (let i = 0; i < count; i++) for (let j = 0; j < TOKENS * D; j++) assert.equal(outs2[i][j], f(i, j), `attn: step ${i} j ${j}`);
+  assert.equal(a2.report().peakBytes, 2 * TOKENS * D * 4, "(O + 1) factors per hooked module");
 });
 
 test("taylorseer: factors are recursive divided differences; order 0 is plain reuse", () => {
@@ -391,9 +418,8 @@ test("taylorseer: factors are recursive divided differences; order 0 is plain re
 
 test("taylorseer: interval 1 computes every module every step; tags", async () => {
   const att = makeCache("taylorseer", { interval: 1 }).attach();
-  const mod = fakeModule((s, j) => s * j);
-  await driveModule(att, "sa", 10, mod);
-  assert.equal(mod.ran.length, 10);
+  const { ran } = await driveBody(att, 10, (s, j) => s * j);
+  assert.equal(ran.length, 10);
   assert.equal(att.report().peakBytes, 0);
   assert.equal(makeCache("taylorseer").tag, "taylorseer-N5-O1");
   assert.equal(makeCache("taylorseer", { order: 2, warmup: 1, modules: "attn" }).tag, "taylorseer-N5-O2-W1-attn");
@@ -407,35 +433,35 @@ test("taylorseer: interval 1 computes every module every step; tags", async () =
 // ---------------------------------------------------------------------------------------------
 // FORA
 
-test("fora: full every N steps, the N - 1 steps between reuse the cached outputs; per-branch caches", async () => {
+test("fora: full every N steps, the N - 1 steps between reuse the summed residual; per-branch caches", async () => {
   const count = 10;
   const att = makeCache("fora", { interval: 3 }).attach();
-  const h = new Float32Array(TOKENS * D);
+  assert.equal(att.hooks.module, undefined, "every module reused together: the body seam only");
   const ran: string[] = [];
   att.hooks.beginRun?.(runInfo(count));
   for (let i = 0; i < count; i++) {
     const step = stepInfo(i, count, timesteps(count)[i]);
     att.hooks.beginStep?.(step, new Float32Array(8));
-    for (const branch of ["cond", "uncond"] as const)
-      for (const kind of ["sa", "ca", "ffn"] as const) {
-        const out = await att.hooks.module!(ctxFor(step, branch), 0, decl(kind), h, async () => {
-          ran.push(`${branch}.${kind}.${i}`);
-          return new Float32Array(TOKENS * D).fill(branch === "cond" ? i : -i);
-        });
-        const src = i - (i % 3);
-        assert.equal(out[0], branch === "cond" ? src : -src, `${branch}.${kind} step ${i}`);
-      }
+    for (const branch of ["cond", "uncond"] as const) {
+      const h0 = new Float32Array(TOKENS * D).fill(100 * i); // a new input every step
+      const out = await att.hooks.body!(ctxFor(step, branch), h0, async (_a, _z, h) => {
+        ran.push(`${branch}.${i}`);
+        return Float32Array.from(h, (x) => x + (branch === "cond" ? i : -i));
+      });
+      const src = i - (i % 3);
+      assert.equal(out[0], 100 * i + (branch === "cond" ? src : -src), `${branch} step ${i}: this step's input + the cached residual`);
+    }
     att.hooks.endStep?.(step, { velocity: new Float32Array(8), cond: new Float32Array(8), uncond: null, latent: new Float32Array(8) });
   }
-  assert.equal(ran.length, 2 * 3 * 4); // steps 0, 3, 6, 9
+  assert.equal(ran.length, 2 * 4); // steps 0, 3, 6, 9
   const rep = att.report();
   assert.deepEqual(rep.trace.map((r) => r.action), ["full", "reuse", "reuse", "full", "reuse", "reuse", "full", "reuse", "reuse", "full"]);
   assert.equal(rep.counters.reusedModulesCond, 3 * 6);
-  assert.equal(rep.peakBytes, 2 * 3 * TOKENS * D * 4, "one tensor per module per branch");
+  assert.equal(rep.peakBytes, 2 * TOKENS * D * 4, "one summed residual per branch");
   assert.equal(makeCache("fora").tag, "fora-N3");
 
   const exact = makeCache("fora", { interval: 1 }).attach();
-  const mod = fakeModule((s, j) => s + j);
-  await driveModule(exact, "sa", 7, mod);
-  assert.equal(mod.ran.length, 7);
+  const { ran: ran1 } = await driveBody(exact, 7, (s, j) => s + j);
+  assert.equal(ran1.length, 7);
+  assert.equal(exact.report().peakBytes, 0);
 });

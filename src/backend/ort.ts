@@ -123,7 +123,9 @@ export class StageSession {
         res = await this.session.run(t, fetches);
         return outputNames.map((n, i) => into[i]?.data ?? (res[n].data as Float32Array));
       }
-      res = await this.session.run(t);
+      // name the fetches: without them the binding copies every graph output into a new array
+      // (a fused block session has six, of which the plain forward reads one)
+      res = await this.session.run(t, outputNames as string[]);
     } catch (e) {
       throw new MixCacheError("RUNTIME", `stage ${this.name} failed: ${(e as Error).message}`, "check the input shapes against the model config");
     }

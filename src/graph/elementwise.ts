@@ -8,7 +8,7 @@
  * overhead would dominate.
  */
 import { StageSession } from "../backend/ort.ts";
-import { add } from "../tensor/ops.ts";
+import { add, sub } from "../tensor/ops.ts";
 import { Graph } from "./builder.ts";
 
 /** Below this many elements add() in JS is faster than a session call. */
@@ -16,11 +16,11 @@ export const ORT_ELEMENTWISE_MIN = 8192;
 
 let addSession: Promise<StageSession> | null = null;
 
-function addGraph(): Graph {
-  const g = new Graph("add");
+function binaryGraph(op: "add" | "sub"): Graph {
+  const g = new Graph(op);
   const a = g.input("a", ["N"]);
   const b = g.input("b", ["N"]);
-  g.output(g.add(a, b), "y", ["N"]);
+  g.output(op === "add" ? g.add(a, b) : g.sub(a, b), "y", ["N"]);
   return g;
 }
 
@@ -29,8 +29,19 @@ export async function addLarge(a: Float32Array, b: Float32Array): Promise<Float3
   if (a.length !== b.length) throw new Error(`addLarge: lengths ${a.length} and ${b.length} differ`);
   if (a.length < ORT_ELEMENTWISE_MIN) return add(a, b);
   // one thread: the kernel is memory-bound and a pool wake-up costs more than it saves
-  addSession ??= StageSession.create("add", addGraph().toModel(), { threads: 1 });
+  addSession ??= StageSession.create("add", binaryGraph("add").toModel(), { threads: 1 });
   const [y] = await (await addSession).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
+  return y;
+}
+
+let subSession: Promise<StageSession> | null = null;
+
+/** a - b as a new array (one float32 rounding, bit-identical to tensor/ops.ts sub()). */
+export async function subLarge(a: Float32Array, b: Float32Array): Promise<Float32Array> {
+  if (a.length !== b.length) throw new Error(`subLarge: lengths ${a.length} and ${b.length} differ`);
+  if (a.length < ORT_ELEMENTWISE_MIN) return sub(a, b);
+  subSession ??= StageSession.create("sub", binaryGraph("sub").toModel(), { threads: 1 });
+  const [y] = await (await subSession).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
   return y;
 }
 

@@ -71,6 +71,15 @@ function checkFinite(x: Float32Array, step: StepInfo, guidance: number): void {
   );
 }
 
+/** v = v_u + g (v_c - v_u) as a new array [diffusers WanPipeline]. A function of its own: the loop
+ * body is too large for the optimising compiler to treat this loop well inside it. */
+function guide(vu: Float32Array, vc: Float32Array, g: number): Float32Array {
+  const n = vu.length;
+  const v = new Float32Array(n);
+  for (let j = 0; j < n; j++) v[j] = vu[j] + g * (vc[j] - vu[j]);
+  return v;
+}
+
 /** A stretch of steps run by one transformer (Wan2.2: the high-noise expert, then the low-noise one). */
 interface Phase {
   model: DiTModel;
@@ -236,10 +245,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
       let vu: Float32Array | null = null;
       if (cfg) {
         vu = await runBranch("uncond", vc);
-        // v = v_u + g (v_c - v_u)   [diffusers WanPipeline]
-        v = new Float32Array(n);
-        const gs = ph.guidance;
-        for (let j = 0; j < n; j++) v[j] = vu[j] + gs * (vc[j] - vu[j]);
+        v = guide(vu, vc, ph.guidance);
       }
       hooks.endStep?.(step, { velocity: v, cond: vc, uncond: vu, latent: x });
       // a step that executed less than the full step's compute has an approximate velocity

@@ -7,14 +7,21 @@
  * and caches its output; the N - 1 steps after it reuse those outputs. No warm-up, no adaptivity.
  * Reuse: the cached output, unchanged (order 0). Per-branch state (cond / uncond).
  *
- * Memory: 3 x L tensors of hidden-state size per CFG branch (the paper's "per layer" cache).
+ * Implementation: every block adds its modules' residuals to the hidden state (the seam contract,
+ * pipeline/hooks.ts), and FORA reuses all modules of a step or none. A reuse step therefore gives
+ * h_0 + sum of the cached residuals, and that sum is the body residual h_L - h_0 of the last full
+ * step. We hold that one tensor per branch on the body seam instead of 3 x L module tensors: the
+ * full step runs the body as fused calls (no module seam in the way) and a reuse step is one add.
+ * It equals the module-by-module form up to float32 rounding of the sum (test/fused_block.test.ts
+ * compares the two, max difference printed). Memory: one hidden-state tensor per CFG branch;
+ * FORA's own code holds one per layer and module (3 x L here), which is what the method costs when
+ * implemented as published.
  * Deviation: our module seam returns the gated residual, so reuse also keeps the adaLN gate of the
  * cached step (FORA's DiT code caches the attention / MLP output and re-applies the current gate).
- * With every module reused the hidden state becomes h_0 + the sum of the cached residuals, i.e. a
- * step-level residual reuse held as 3L tensors instead of one: that memory cost is what FORA shows.
  */
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 /** The decision alone: is step `index` a full (refresh) step? */
 function foraIsFull(interval: number, index: number): boolean {
@@ -44,23 +51,20 @@ export const fora = defineStrategy({
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
-            // every module of a block is reused together or computed together
-            computesAllModules(ctx, block) {
-              return ctx.blocks[block].modules.every((m) => !store.get(`${ctx.branch}.${block}.${m.name}`) || foraIsFull(N, ctx.step.index));
-            },
-            async module(ctx, block, mod, h, compute) {
+            async body(ctx, h0, runBlocks) {
               const s = st[ctx.branch];
-              const key = `${ctx.branch}.${block}.${mod.name}`;
+              const modules = ctx.blocks.reduce((a, b) => a + b.modules.length, 0);
+              const key = `residual.${ctx.branch}`;
               const cached = store.get(key);
               if (cached && !foraIsFull(N, ctx.step.index)) {
-                s.reused++;
-                s.reusedTotal++;
-                return cached;
+                s.reused += modules;
+                s.reusedTotal += modules;
+                return addLarge(h0, cached); // h_0 + the sum of every module's cached residual
               }
-              const out = await compute(h);
-              s.computed++;
-              if (N > 1) store.set(key, out);
-              return out;
+              const hL = await runBlocks(0, ctx.numBlocks, h0);
+              s.computed += modules;
+              if (N > 1) store.set(key, await subLarge(hL, h0));
+              return hL;
             },
             endStep(step) {
               const c = st.cond, u = st.uncond;

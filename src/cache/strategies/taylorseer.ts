@@ -10,9 +10,17 @@
  * F_{k+1} = (F_k(new) - F_k(previous full)) / (steps between the two full steps), k < O; at a
  * forecast step d steps after the last full step the module returns sum_k F_k d^k / k!.
  *
- * Memory: (O + 1) x 3 x L tensors per CFG branch (every factor of every module); that cost is the
- * method's known weak point (memory reports in Shenyi-Z/TaylorSeer issues #5 and #36) and
- * is what report().peakBytes shows.
+ * Implementation: with every module forecast (modules=all, the default) the factors are linear in
+ * the module outputs and every block adds its modules' residuals (the seam contract), so the sum of
+ * the module forecasts is the forecast of the body residual h_L - h_0. We keep the factors of that
+ * one tensor per branch on the body seam: full steps run the body as fused calls and a forecast
+ * step is two adds. It equals the module-by-module form up to float32 rounding
+ * (test/fused_block.test.ts, max difference printed). modules=attn forecasts per module on the
+ * module seam (the MLPs in between read the forecast hidden state).
+ *
+ * Memory: (O + 1) tensors per CFG branch with modules=all; (O + 1) x 2 x L with modules=attn. The
+ * published code holds (O + 1) x 3 x L (every factor of every module), the method's known weak
+ * point (memory reports in Shenyi-Z/TaylorSeer issues #5 and #36).
  *
  * Deviations:
  * - Schedule: diffusers computes at steps with (i - disable_cache_before_step - 1) % interval == 0
@@ -25,9 +33,9 @@
  * - `modules=attn` reproduces diffusers' default hooking (attention modules only: sa, ca).
  */
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
-import type { TraceRow } from "../../pipeline/hooks.ts";
+import type { Hooks, StepInfo, TraceRow } from "../../pipeline/hooks.ts";
 import type { ModuleDecl } from "../../models/family.ts";
-import { axpyLarge } from "../../graph/elementwise.ts";
+import { addLarge, axpyLarge, subLarge } from "../../graph/elementwise.ts";
 
 /** The decision alone: is step `index` a full step, given the last full step (or -1)? */
 function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
@@ -166,47 +174,76 @@ export const taylorseer = defineStrategy({
           }
           return s;
         };
-        return {
-          hooks: {
-            beginStep() {
-              for (const s of Object.values(st)) s.computed = s.reused = 0;
-            },
-            computesAllModules(ctx, block) {
-              const s = decide(ctx.branch, ctx.step.index);
-              return ctx.blocks[block].modules.every((m) => s.full || !hooked(m) || !meta.get(`${ctx.branch}.${block}.${m.name}`));
-            },
-            async module(ctx, block, mod, h, compute) {
-              const s = decide(ctx.branch, ctx.step.index);
-              const key = `${ctx.branch}.${block}.${mod.name}`;
-              const m = meta.get(key);
-              if (!s.full && hooked(mod) && m) {
-                const factors: Float32Array[] = [];
-                for (let k = 0; k < m.orders; k++) factors.push(store.get(`${key}.F${k}`)!);
-                s.reused++;
-                s.reusedTotal++;
-                return taylorForecast(factors, ctx.step.index - m.at);
-              }
-              const out = await compute(h);
-              s.computed++;
-              if (N > 1 && hooked(mod)) {
-                const old: Float32Array[] = [];
-                if (m) for (let k = 0; k < m.orders; k++) old.push(store.get(`${key}.F${k}`)!);
-                const dt = m ? ctx.step.index - m.at : 0;
-                const f = taylorUpdateInPlace(out, old, dt, O);
-                for (let k = 0; k < f.length; k++) store.set(`${key}.F${k}`, f[k]);
-                meta.set(key, { at: ctx.step.index, orders: f.length });
-              }
-              return out;
-            },
-            endStep(step) {
-              const c = st.cond, u = st.uncond;
-              trace.push({
-                step: step.index, timestep: step.timestep, action: c.reused === 0 ? "full" : "taylor",
-                reusedCond: c.reused, reusedUncond: u.reused, computedCond: c.computed, computedUncond: u.computed,
-                sinceFull: step.index - c.lastFull,
-              });
-            },
+        const beginStep = () => {
+          for (const s of Object.values(st)) s.computed = s.reused = 0;
+        };
+        const endStep = (step: StepInfo) => {
+          const c = st.cond, u = st.uncond;
+          trace.push({
+            step: step.index, timestep: step.timestep, action: c.reused === 0 ? "full" : "taylor",
+            reusedCond: c.reused, reusedUncond: u.reused, computedCond: c.computed, computedUncond: u.computed,
+            sinceFull: step.index - c.lastFull,
+          });
+        };
+        /** Read the factors stored under `key`, forecast d steps on (sum_k F_k d^k / k!). */
+        const factorsOf = (key: string, orders: number) => {
+          const f: Float32Array[] = [];
+          for (let k = 0; k < orders; k++) f.push(store.get(`${key}.F${k}`)!);
+          return f;
+        };
+        /** New factors of `key` from a fresh output at step `at`. */
+        const update = (key: string, out: Float32Array, at: number) => {
+          const m = meta.get(key);
+          const f = taylorUpdateInPlace(out, m ? factorsOf(key, m.orders) : [], m ? at - m.at : 0, O);
+          for (let k = 0; k < f.length; k++) store.set(`${key}.F${k}`, f[k]);
+          meta.set(key, { at, orders: f.length });
+        };
+        // every module forecast (modules=all): the factors are linear in the module outputs, so the
+        // sum of the module forecasts is the forecast of the summed residual h_L - h_0; held once per
+        // branch on the body seam, the full steps run fused and a forecast step is two adds
+        const bodyHooks: Hooks = {
+          beginStep,
+          endStep,
+          async body(ctx, h0, runBlocks) {
+            const s = decide(ctx.branch, ctx.step.index);
+            const modules = ctx.blocks.reduce((a, b) => a + b.modules.length, 0);
+            const key = `${ctx.branch}.body`;
+            const m = meta.get(key);
+            if (!s.full && m) {
+              s.reused += modules;
+              s.reusedTotal += modules;
+              return addLarge(h0, await taylorForecast(factorsOf(key, m.orders), ctx.step.index - m.at));
+            }
+            const hL = await runBlocks(0, ctx.numBlocks, h0);
+            s.computed += modules;
+            if (N > 1) update(key, await subLarge(hL, h0), ctx.step.index);
+            return hL;
           },
+        };
+        const moduleHooks: Hooks = {
+          beginStep,
+          endStep,
+          computesAllModules(ctx, block) {
+            const s = decide(ctx.branch, ctx.step.index);
+            return ctx.blocks[block].modules.every((m) => s.full || !hooked(m) || !meta.get(`${ctx.branch}.${block}.${m.name}`));
+          },
+          async module(ctx, block, mod, h, compute) {
+            const s = decide(ctx.branch, ctx.step.index);
+            const key = `${ctx.branch}.${block}.${mod.name}`;
+            const m = meta.get(key);
+            if (!s.full && hooked(mod) && m) {
+              s.reused++;
+              s.reusedTotal++;
+              return taylorForecast(factorsOf(key, m.orders), ctx.step.index - m.at);
+            }
+            const out = await compute(h);
+            s.computed++;
+            if (N > 1 && hooked(mod)) update(key, out, ctx.step.index);
+            return out;
+          },
+        };
+        return {
+          hooks: onlyAttn ? moduleHooks : bodyHooks,
           report: () => ({
             name: "taylorseer", tag, config, peakBytes: store.peak, trace,
             counters: { reusedModulesCond: st.cond.reusedTotal, reusedModulesUncond: st.uncond.reusedTotal, fullStepsCond: st.cond.fullSteps, fullStepsUncond: st.uncond.fullSteps },
