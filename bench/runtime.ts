@@ -30,8 +30,9 @@ import { fileURLToPath } from "node:url";
 import { Graph } from "../src/graph/builder.ts";
 import { StageSession, defaultThreads, type BackendOptions } from "../src/backend/ort.ts";
 import { parseWanConfig, dimOf, parameterCount, expectedShapes, type WanConfig } from "../src/models/wan/config.ts";
-import { WanModel, type WeightSource } from "../src/models/wan/model.ts";
+import { WanModel, type WanLoadOptions, type WeightSource } from "../src/models/wan/model.ts";
 import { stageMacs } from "../src/models/wan/macs.ts";
+import { weightBytes as weightBytesOf } from "../src/models/wan/memory.ts";
 import { attention, linear, mergeHeads, multiHeadAttention, splitHeads } from "../src/graph/layers.ts";
 import { mulberry32 } from "../src/pipeline/noise.ts";
 import { add } from "../src/tensor/ops.ts";
@@ -123,7 +124,7 @@ interface ForwardResult {
 }
 
 /** One CFG branch forward (patch, all blocks, head), timed on already-built sessions. */
-async function forward(c: WanConfig, source: WeightSource, grid: [number, number, number], both: boolean, backend: BackendOptions = { threads }, minMs?: number): Promise<ForwardResult> {
+async function forward(c: WanConfig, source: WeightSource, grid: [number, number, number], both: boolean, backend: WanLoadOptions = { threads }, minMs?: number): Promise<ForwardResult> {
   const t0 = performance.now();
   const model = await WanModel.load(c, source, backend);
   const gs = await model.prepareGrid(grid);
@@ -179,11 +180,12 @@ function spawnChild(flag: string[], what: string): Record<string, number> {
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
 
-async function child13b() {
+async function child13b(dtype: "float32" | "float16") {
   // the process before any weight: node, onnxruntime and this script's imports (not the model's)
   const baseline = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) * 1024;
   const c = parseWanConfig(WAN13B);
-  const f = await forward(c, randomSource(c), [5, 8, 8], false); // latent 16x5x16x16 with patch (1,2,2) -> 320 tokens
+  // latent 16x5x16x16 with patch (1,2,2) -> 320 tokens
+  const f = await forward(c, randomSource(c), [5, 8, 8], false, { threads, graphs: { dtype } });
   process.stdout.write(JSON.stringify({ ...f, peakRss: peakRssBytes(), baselineRss: baseline }) + "\n");
 }
 
@@ -320,7 +322,8 @@ async function main() {
   if (args.includes("--child-umt5")) return childUmt5();
   if (args.includes("--child-vae")) return childVae();
   if (args.includes("--child-hunyuan")) return childHunyuan();
-  if (args.includes("--child-1.3b")) return child13b();
+  if (args.includes("--child-1.3b")) return child13b("float32");
+  if (args.includes("--child-1.3b-fp16")) return child13b("float16");
   if (args.includes("--child-attn")) return childAttn(args[args.indexOf("--child-attn") + 1]);
   const out: Record<string, unknown> = { threads, node: process.version };
   const targets: string[] = [];
@@ -458,6 +461,12 @@ async function main() {
     console.log(`peak memory ${(big.peakRss / 2 ** 30).toFixed(2)} GiB, of which ${(model / 2 ** 30).toFixed(2)} GiB above the process before loading (${(big.baselineRss / 2 ** 30).toFixed(2)} GiB: node, onnxruntime, the bench's imports) = ${(model / weightBytes).toFixed(2)}x the fp32 weights (${(weightBytes / 2 ** 30).toFixed(2)} GiB; target <= 1.3x); the whole process ${(big.peakRss / weightBytes).toFixed(2)}x`);
     out.wan13b = { ...big, weightBytes, fractionOfCeiling: big.gflops / ceiling, peakOverWeights: model / weightBytes, processPeakOverWeights: big.peakRss / weightBytes };
     target(model / weightBytes <= 1.3, `1.3B-shaped peak memory (above the process before loading) <= 1.3x the fp32 weights: ${(model / weightBytes).toFixed(2)}x`);
+    // --dtype float16: the blocks' linear layers in float16 (weights and products)
+    const half = spawnChild(["--child-1.3b-fp16"], "1.3B float16");
+    const halfModel = half.peakRss - half.baselineRss;
+    const halfWeights = weightBytesOf(parseWanConfig(WAN13B), "float16");
+    console.log(`1.3B-shaped, --dtype float16: forward ${(half.forwardMs / 1000).toFixed(2)} s (${(big.forwardMs / half.forwardMs).toFixed(2)}x the float32 forward); peak ${(halfModel / 2 ** 30).toFixed(2)} GiB above the process before loading = ${(halfModel / weightBytes).toFixed(2)}x the fp32 weights, ${(halfModel / halfWeights).toFixed(2)}x its own (${(halfWeights / 2 ** 30).toFixed(2)} GiB)`);
+    out.wan13bFloat16 = { ...half, weightBytes: halfWeights, speedupOverFloat32: big.forwardMs / half.forwardMs, peakOverFp32Weights: halfModel / weightBytes, peakOverOwnWeights: halfModel / halfWeights };
   }
   // 8. real-model components: umT5-XXL, the Wan VAE at 480 x 832, attention at 32,760 tokens, HunyuanVideo blocks
   if (!args.includes("--skip-components")) {

@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { LETTER_ACTION, planCompute, planDp, planSegments, type DpProblem } from "../src/cache/plan/dp.ts";
+import { localSearch } from "../src/cache/plan/plan.ts";
 import { Mulberry32 } from "../src/data/shapes.ts";
 import type { Gran } from "../src/cache/strategies/mixcache-decision.ts";
 
@@ -245,4 +246,35 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("localSearch: first-improvement hill climbing reaches the known optimum, in rank order, never twice, within budget", async () => {
+  // a unimodal objective over schedules: minus the letters that differ from the optimum; neighbours
+  // change one letter, so climbing must end exactly at the optimum
+  const optimum = "FSSBFSBBF";
+  const score = (p: string) => 0 - [...p].filter((c, i) => c !== optimum[i]).length;
+  const neighbours = (p: string) => {
+    const out: Array<{ plan: string; rank: number }> = [];
+    for (let i = 0; i < p.length; i++)
+      for (const c of "FSB") if (c !== p[i]) out.push({ plan: p.slice(0, i) + c + p.slice(i + 1), rank: c === optimum[i] ? 0 : 1 + i });
+    return out;
+  };
+  const seen: string[] = [];
+  const evaluate = async (p: string) => (seen.push(p), score(p));
+  const start = "FFFFFFFFF";
+  const got = await localSearch({ start: { plan: start, psnr: score(start) }, budget: 1000, tried: new Set([start]), neighbours, evaluate });
+  assert.equal(got.plan, optimum);
+  assert.equal(got.psnr, 0);
+  assert.equal(new Set(seen).size, seen.length, "no schedule evaluated twice");
+  // the cost model ranks the right letter first, so each move costs one evaluation (6 letters differ)
+  // 6 moves, then the optimum's neighbourhood once, less the schedule it came from (already tried)
+  assert.equal(seen.length, 6 + neighbours(optimum).length - 1);
+  // a budget stops it early, with the best found so far
+  const few: string[] = [];
+  const part = await localSearch({ start: { plan: start, psnr: score(start) }, budget: 3, tried: new Set([start]), neighbours, evaluate: async (p) => (few.push(p), score(p)) });
+  assert.equal(few.length, 3);
+  assert.equal(part.psnr, -3);
+  // with a misleading rank it still climbs (more evaluations), because every neighbour is tried
+  const blind = await localSearch({ start: { plan: start, psnr: score(start) }, budget: 10000, tried: new Set([start]), neighbours: (p) => neighbours(p).map((c) => ({ ...c, rank: -c.rank })), evaluate: async (p) => score(p) });
+  assert.equal(blind.plan, optimum);
 });

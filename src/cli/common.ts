@@ -11,6 +11,10 @@ export const DEVICE_FLAG: FlagDef = {
   name: "device", type: "string", placeholder: "cpu|cuda",
   doc: "onnxruntime execution provider (default cpu; cuda needs onnxruntime-node's CUDA provider, CUDA 12 and cuDNN 9)",
 };
+export const DTYPE_FLAG: FlagDef = {
+  name: "dtype", type: "string", placeholder: "float32|float16",
+  doc: "precision of the Wan transformer blocks' linear layers (default float32; float16 halves their weights and multiplies in float16, like torch_dtype=float16 for the linear layers)",
+};
 export const THREADS_FLAG: FlagDef = {
   name: "threads", type: "int", placeholder: "N", min: 1, max: maxThreads(),
   doc: `onnxruntime intra-op threads, 1..${maxThreads()} (4 x cores; default ${defaultThreads()}: the cores, at most 8)`,

@@ -1,6 +1,6 @@
 import { basename, extname, join, resolve } from "node:path";
 import { UsageError } from "../errors.ts";
-import { loadModel, inspectModel, assertComponentsUsable, checkHunyuanMemory, latentRules } from "../models/load.ts";
+import { loadModel, inspectModel, assertComponentsUsable, checkHunyuanMemory, latentRules, checkDtype } from "../models/load.ts";
 import { generate, resolveLatentShape } from "../pipeline/generate.ts";
 import { latentsFileShape, readEmbedding, readLatents, writeResultSafetensors } from "../pipeline/interop.ts";
 import { checkPipelineMemory, latentForVideo, videoForLatent } from "../models/wan-pipeline.ts";
@@ -15,7 +15,7 @@ import { hasFfmpeg } from "../media/mp4.ts";
 import { WordTokenizer } from "../text/tokenizer.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
-import { DEVICE_FLAG, HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
+import { DEVICE_FLAG, DTYPE_FLAG, HELP_FLAG, JSON_FLAG, MODEL_FLAG, THREADS_FLAG, cacheOptions, checkOutputFile, humanCount } from "./common.ts";
 import { checkDevice } from "../backend/ort.ts";
 import { SEED_MAX } from "../pipeline/noise.ts";
 import { ProgressBar } from "./progress.ts";
@@ -60,6 +60,7 @@ const FLAGS: FlagDef[] = [
   { name: "out", type: "list", placeholder: "FILE", doc: "output .gif, .png (contact sheet), .mp4 (needs ffmpeg) or .safetensors (float32 video [3, F, H, W] + latent); repeatable (default out/<prompt words>-<cache tag>-s<seed>.gif + .png)" },
   THREADS_FLAG,
   DEVICE_FLAG,
+  DTYPE_FLAG,
   JSON_FLAG,
   HELP_FLAG,
 ];
@@ -188,13 +189,16 @@ export const generateCommand: Command = {
     const threads = f.threads as number | undefined;
     const device = f.device as string | undefined;
     checkDevice(device); // an execution provider that cannot run here is refused before anything loads
+    const dtype = f.dtype as string | undefined;
+    checkDtype(dtype);
+    if (info.family === "hunyuan-video" && dtype === "float16") throw new UsageError(`model ${info.name} is a HunyuanVideo transformer: float16 compute is built for Wan transformers only`, "leave --dtype at float32 for HunyuanVideo");
     if (info.family === "hunyuan-video") checkHunyuanMemory(info, shape, { textTokens: textEmbedding?.tokens, decode, tile });
-    else if (info.layout === "diffusers") checkPipelineMemory(info.config, shape, { threads, umt5: toEncode.length ? info.pipeline!.umt5 : null, vae: info.vae, decode, tile, model: info.name, expert2: info.pipeline!.expert2?.config });
-    else checkMemory(info.config, shape, { threads, model: info.name });
+    else if (info.layout === "diffusers") checkPipelineMemory(info.config, shape, { threads, umt5: toEncode.length ? info.pipeline!.umt5 : null, vae: info.vae, decode, tile, model: info.name, expert2: info.pipeline!.expert2?.config, dtype });
+    else checkMemory(info.config, shape, { threads, model: info.name, dtype });
     if (negativeEmbedding && !cfg) process.stderr.write(`warning: --negative-prompt-embeds is not used at guidance ${guidance} (no classifier-free guidance)\n`);
 
     const loadBar = new ProgressBar("loading ");
-    const model = await loadModel(info.dir, { threads, device, latent: shape, decode, tile, promptCacheDir: f["prompt-cache"] as string | undefined }, (d, t) => loadBar.update(d, t));
+    const model = await loadModel(info.dir, { threads, device, dtype, latent: shape, decode, tile, promptCacheDir: f["prompt-cache"] as string | undefined }, (d, t) => loadBar.update(d, t));
     const bar = new ProgressBar(`${cache.tag.padEnd(10)}`);
     const t0 = performance.now();
     try {

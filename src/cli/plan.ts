@@ -28,7 +28,7 @@ const FLAGS: FlagDef[] = [
   { name: "sets", type: "string", placeholder: "hybrid,step,cfg,block", doc: "granularity sets to plan: the hybrid and/or single granularities (default hybrid)" },
   { name: "prompts", type: "int", placeholder: "N", min: 1, max: 64, doc: "planning prompts from the model's vocab.json, none of them a bench prompt (default 2)" },
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "planning prompt, repeatable (instead of --prompts)" },
-  { name: "on-bench", type: "int", placeholder: "N", min: 1, max: 64, doc: "plan on the first N bench prompts themselves: the oracle bound of a static schedule there (only with --out; never stored in the model)" },
+  { name: "on-bench", type: "int", placeholder: "N", min: 1, max: 64, doc: "plan on the first N bench prompts themselves: the oracle bound of a static schedule there; the search also starts from the model's stored schedules (only with --out; never stored in the model)" },
   { name: "seeds", type: "int", placeholder: "N", min: 1, max: 16, doc: "noise seeds 0..N-1 per prompt (default 1)" },
   { name: "search", type: "int", placeholder: "N", min: 1, max: 1000, doc: "real runs of the local search per schedule, the DP schedule included (default 12)" },
   { name: "max-run", type: "int", placeholder: "N", min: 1, max: 50, doc: "longest run of cached steps (default 6, MixCache's interval_cap)" },
@@ -97,7 +97,12 @@ export const planCommand: Command = {
     try {
       const steps = (f.steps as number | undefined) ?? model.defaults.steps;
       const bars = new Map<string, ProgressBar>();
+      // the oracle search also starts from the schedules stored in the model (planned on the
+      // calibration prompts), so the bound is never below what the stored plans reach there
+      const stored = f["on-bench"] !== undefined ? readProfile<PlanProfile>(info.profilesDir, "mixcache-plans") : null;
+      const starts = (target: number) => (stored?.schedules ?? []).filter((x) => x.steps === steps && x.target === target).map((x) => x.plan);
       const r = await planSchedules({
+        starts,
         model, prompts, seeds, steps, targets, sets,
         fn: f.fn as number | undefined, bn: f.bn as number | undefined, maxRun: f["max-run"] as number | undefined,
         searchEvals: f.search as number | undefined, warmup: f.warmup as number | undefined,

@@ -4,6 +4,7 @@
  * the graph to ONNX bytes that onnxruntime loads directly; nothing serialised is checked in.
  */
 import { AttrType, DType, DTypeCode, ProtoWriter } from "./proto.ts";
+import { toHalf } from "../tensor/f16.ts";
 
 export type Dim = number | string;
 export type AttrValue = number | string | number[] | { floats: number[] } | { float: number };
@@ -67,6 +68,28 @@ export class Graph {
   output(v: Value, name: string, shape: Dim[], dtype: DTypeCode = DType.FLOAT): void {
     this.nodes.push({ op: "Identity", inputs: [v.name], outputs: [name], attrs: {}, domain: "" });
     this.outs.push({ name, dtype, shape });
+  }
+
+  /**
+   * Precision of the matrix products `linear()` builds (layers.ts): "float32", or "float16" (the
+   * weight stored as float16 and the product computed in float16 between two Casts; the rest of
+   * the graph stays float32, like torch autocast's linear layers).
+   */
+  linearDtype: "float32" | "float16" = "float32";
+
+  /** A float16 initializer from float32 values (rounded to nearest, ties to even). */
+  weightHalf(name: string, data: Float32Array, dims: number[]): Value {
+    const n = dims.reduce((a, b) => a * b, 1);
+    if (n !== data.length) throw new Error(`initializer ${name}: ${data.length} values for dims [${dims}]`);
+    const seen = this.weightNames.get(name);
+    if (seen !== undefined) {
+      if (seen !== n) throw new Error(`initializer ${name} registered twice with different sizes`);
+      return new Value(name);
+    }
+    this.weightNames.set(name, n);
+    const h = toHalf(data);
+    this.inits.push({ name, dtype: DType.FLOAT16, dims, raw: new Uint8Array(h.buffer, h.byteOffset, h.byteLength) });
+    return new Value(name);
   }
 
   /** A float32 initializer (weights). The array is referenced, not copied, until toModel(). */

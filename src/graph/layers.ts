@@ -3,6 +3,7 @@
  * L tokens, D width, H heads, d head dim.
  */
 import { Graph, MS_DOMAIN, Value } from "./builder.ts";
+import { DType } from "./proto.ts";
 
 /** PyTorch Linear weight [out, in] -> MatMul operand [in, out]. */
 function transposeWeight(w: Float32Array, out: number, inp: number): Float32Array {
@@ -16,7 +17,14 @@ function transposeWeight(w: Float32Array, out: number, inp: number): Float32Arra
 
 /** y = x W^T + b for a PyTorch-layout weight [out, in]. */
 export function linear(g: Graph, x: Value, name: string, w: Float32Array, b: Float32Array | null, out: number, inp: number): Value {
-  const y = g.matmul(x, g.weight(`${name}.weight`, transposeWeight(w, out, inp), [inp, out]));
+  let y: Value;
+  if (g.linearDtype === "float16") {
+    // float16 weight and product, float32 in and out (the bias is added in float32)
+    const wh = g.weightHalf(`${name}.weight`, transposeWeight(w, out, inp), [inp, out]);
+    y = g.op1("Cast", [g.matmul(g.op1("Cast", [x], { to: DType.FLOAT16 }), wh)], { to: DType.FLOAT });
+  } else {
+    y = g.matmul(x, g.weight(`${name}.weight`, transposeWeight(w, out, inp), [inp, out]));
+  }
   return b ? g.add(y, g.weight(`${name}.bias`, b, [out])) : y;
 }
 

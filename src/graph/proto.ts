@@ -86,7 +86,7 @@ export class ProtoWriter {
 }
 
 /** onnx.TensorProto.DataType values used here. */
-export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9 } as const;
+export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
 export type DTypeCode = (typeof DType)[keyof typeof DType];
 
 /** onnx.AttributeProto.AttributeType values. */

@@ -169,6 +169,17 @@ export interface LoadOptions extends BackendOptions {
   tile?: boolean;
   /** Cache umT5 prompt embeddings in this folder (one file per prompt; none by default). */
   promptCacheDir?: string;
+  /** Precision of the transformer blocks' linear layers (Wan only; default float32): float16
+   * stores those weights as float16 and multiplies in float16 (WanGraphOptions.dtype). */
+  dtype?: "float32" | "float16";
+}
+
+export const DTYPES = ["float32", "float16"] as const;
+
+/** Check a dtype option before anything loads. */
+export function checkDtype(dtype: string | undefined): asserts dtype is LoadOptions["dtype"] {
+  if (dtype !== undefined && !(DTYPES as readonly string[]).includes(dtype))
+    throw new MixCacheError("USAGE", `unknown dtype ${JSON.stringify(dtype)}`, `use one of: ${DTYPES.join(", ")}`);
 }
 
 const WAN_DEFAULTS: ModelDefaults = { sampler: "unipc", steps: 50, guidance: 5, shift: 3, negativePrompt: "" };
@@ -406,11 +417,11 @@ async function loadHunyuan(info: HunyuanModelInfo, opts: LoadOptions, backend: B
 }
 
 /** One Wan transformer folder: keys checked from the headers, stages built one at a time. */
-async function loadWanTransformer(dir: string, config: WanConfig, backend: BackendOptions, onProgress?: (done: number, total: number) => void): Promise<WanModel> {
+async function loadWanTransformer(dir: string, config: WanConfig, backend: BackendOptions, dtype: LoadOptions["dtype"], onProgress?: (done: number, total: number) => void): Promise<WanModel> {
   const ckpt = openCheckpoint(dir);
   try {
     validateKeys(ckpt, expectedShapes(config));
-    const transformer = await WanModel.load(config, { read: (k) => ckpt.readF32(k) }, backend, onProgress);
+    const transformer = await WanModel.load(config, { read: (k) => ckpt.readF32(k) }, { ...backend, graphs: { dtype } }, onProgress);
     // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
     const small = new Map<string, Float32Array>();
     for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
@@ -425,7 +436,10 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
   const info = inspectModel(dir);
   const backend: BackendOptions = { device: opts.device, threads: opts.threads, spinning: opts.spinning, arena: opts.arena, prepack: opts.prepack };
   checkDevice(opts.device);
+  checkDtype(opts.dtype);
   if (info.family === "hunyuan-video") {
+    if (opts.dtype === "float16")
+      throw new MixCacheError("USAGE", `model ${info.name} is a HunyuanVideo transformer: float16 compute is built for Wan transformers only`, "leave --dtype at float32 for HunyuanVideo");
     checkThreads(opts.threads);
     return loadHunyuan(info, opts, backend, onProgress);
   }
@@ -435,10 +449,10 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
   if (info.layout === "diffusers") {
     const c = info.config;
     const latent = opts.latent ?? { channels: c.in_channels, frames: c.patch_size[0], height: c.patch_size[1], width: c.patch_size[2] };
-    checkPipelineMemory(c, latent, { threads: opts.threads, umt5: info.pipeline!.umt5, vae: info.vae, decode: opts.latent ? opts.decode : false, tile: opts.tile, model: info.name, expert2: info.pipeline!.expert2?.config });
+    checkPipelineMemory(c, latent, { threads: opts.threads, umt5: info.pipeline!.umt5, vae: info.vae, decode: opts.latent ? opts.decode : false, tile: opts.tile, model: info.name, expert2: info.pipeline!.expert2?.config, dtype: opts.dtype });
   } else {
     const latent = opts.latent ?? info.latent;
-    if (latent) checkMemory(info.config, latent, { threads: opts.threads, model: info.name });
+    if (latent) checkMemory(info.config, latent, { threads: opts.threads, model: info.name, dtype: opts.dtype });
   }
   // umT5: the tokenizer is built and the encoder's keys checked from its headers (a vocabulary
   // mismatch is an error here); the VAE's keys too. No weight is read until the transformer loads.
@@ -449,10 +463,10 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
     if (info.vae) checkWanVaeFolder(info.dir);
     const e2 = info.pipeline?.expert2 ?? null;
     const total = e2 ? 2 * (2 + 4 * info.config.num_layers) : 0;
-    transformer = await loadWanTransformer(info.transformerDir, info.config, backend, e2 ? (d) => onProgress?.(d, total) : onProgress);
+    transformer = await loadWanTransformer(info.transformerDir, info.config, backend, opts.dtype, e2 ? (d) => onProgress?.(d, total) : onProgress);
     if (e2) {
       const half = 2 + 4 * info.config.num_layers;
-      transformer2 = await loadWanTransformer(e2.dir, e2.config, backend, (d) => onProgress?.(half + d, total));
+      transformer2 = await loadWanTransformer(e2.dir, e2.config, backend, opts.dtype, (d) => onProgress?.(half + d, total));
     }
   } catch (e) {
     await umt5?.close();

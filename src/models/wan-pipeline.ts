@@ -592,11 +592,11 @@ export function vaeDecodePeakBytes(v: WanVaeConfig, latent: LatentShape, tile = 
 export function estimatePipelineMemory(
   c: WanConfig,
   latent: LatentShape,
-  o: { threads?: number; umt5?: Umt5Config | null; vae?: WanVaeConfig | null; decode?: boolean; tile?: boolean; textTokens?: number; expert2?: WanConfig | null } = {},
+  o: { threads?: number; umt5?: Umt5Config | null; vae?: WanVaeConfig | null; decode?: boolean; tile?: boolean; textTokens?: number; expert2?: WanConfig | null; dtype?: "float32" | "float16" } = {},
 ): PipelineMemoryEstimate {
-  const t = estimateMemory(c, latent, o.threads, o.textTokens);
+  const t = estimateMemory(c, latent, o.threads, o.textTokens, o.dtype);
   // Wan2.2: both experts stay loaded (the switch happens once per run, mid-way)
-  if (o.expert2) t.weights += estimateMemory(o.expert2, latent, o.threads, o.textTokens).weights;
+  if (o.expert2) t.weights += estimateMemory(o.expert2, latent, o.threads, o.textTokens, o.dtype).weights;
   const text = o.umt5 ? umt5PeakBytes(o.umt5) : 0;
   const denoise = t.activations + t.state + t.threads;
   const decode = o.vae && o.decode !== false ? vaeDecodePeakBytes(o.vae, latent, o.tile) : 0;

@@ -7,9 +7,12 @@
  *  2. The segment cost = propagation gain x local error, averaged over the prompts; the schedule
  *     with the least summed cost under the compute budget (steps / target) is a shortest path over
  *     segments (dp.ts), for the hybrid (step, CFG and block) and for each single granularity.
- *  3. Local search on whole runs: moves the cost model ranks best (another granularity for one
- *     segment, a segment boundary one step earlier or later) are run for real, and a move is kept
- *     when the mean PSNR to the uncached output on the calibration prompts improves.
+ *  3. Local search on whole runs (localSearch): from the best measured start (the DP schedule, for
+ *     the hybrid also the single-granularity schedules, and any given `starts`), neighbours
+ *     (another granularity for one segment, a segment boundary one step earlier or later) are run
+ *     for real in the order the cost model ranks them, and the first that raises the mean PSNR to
+ *     the uncached output on the planning prompts is taken, until no neighbour improves or the
+ *     evaluation budget is spent.
  * The same procedure on the evaluation prompts themselves is the oracle bound (`oracle: true` in
  * the bench): the best schedule any static plan of this form could reach there.
  */
@@ -52,6 +55,9 @@ export interface PlanOptions {
   sets?: Array<"hybrid" | Gran>;
   /** real runs per local search (per target and set); 0 = the DP schedule as is */
   searchEvals?: number;
+  /** more schedules to start the search from, by target (e.g. the schedules stored in the model's
+   * profile, planned on other prompts): each is measured and the best start wins */
+  starts?: (target: number, set: "hybrid" | Gran) => string[];
   /** propagation gains measured every `gainGrid` steps */
   gainGrid?: number;
   /** UniPC at cached steps while measuring segments (default: MixCache's `solver` default) */
@@ -174,6 +180,39 @@ function neighbours(plan: string, grans: readonly Gran[], maxRun: number, warm: 
   return valid;
 }
 
+/**
+ * First-improvement hill climbing on real runs: from `start`, evaluate the neighbours of the best
+ * schedule in the order the cost model ranks them (lowest predicted error first), move to the
+ * first one that measures better, and repeat, until a whole neighbourhood brings nothing or
+ * `budget` evaluations are spent. Schedules in `tried` are never evaluated again.
+ */
+export async function localSearch(o: {
+  start: { plan: string; psnr: number };
+  budget: number;
+  tried: Set<string>;
+  neighbours: (plan: string) => Array<{ plan: string; rank: number }>;
+  evaluate: (plan: string) => Promise<number>;
+}): Promise<{ plan: string; psnr: number }> {
+  let best = o.start;
+  let spent = 0;
+  for (;;) {
+    const cands = o.neighbours(best.plan).filter((c) => !o.tried.has(c.plan)).sort((a, b) => a.rank - b.rank);
+    let moved = false;
+    for (const c of cands) {
+      if (spent >= o.budget) return best;
+      o.tried.add(c.plan);
+      const p = await o.evaluate(c.plan);
+      spent++;
+      if (p > best.psnr + 1e-6) {
+        best = { plan: c.plan, psnr: p };
+        moved = true;
+        break;
+      }
+    }
+    if (!moved) return best;
+  }
+}
+
 /** Steps 2 and 3 for one target and granularity set. */
 async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran): Promise<PlannedResult> {
   const maxRun = o.maxRun ?? 6;
@@ -191,46 +230,50 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
   const dpPsnr = await measurePlan(o, t, dp.plan);
   let best = { plan: dp.plan, psnr: dpPsnr };
   let evals = 1;
+  const tried = new Set([dp.plan]);
+  const startFrom = async (plan: string) => {
+    if (tried.has(plan)) return;
+    tried.add(plan);
+    const p = await measurePlan(o, t, plan);
+    evals++;
+    if (p > best.psnr) best = { plan, psnr: p };
+  };
   if (grans.length > 1) {
     // the hybrid's search space holds every single-granularity schedule: start the local search
     // from the best measured of the DP schedules, so the hybrid never ends below a single one
     for (const g of grans) {
-      let single: string;
       try {
-        single = solve([g]).plan;
+        await startFrom(solve([g]).plan);
       } catch {
         continue; // this granularity alone cannot reach the target
       }
-      if (single === best.plan) continue;
-      const p = await measurePlan(o, t, single);
-      evals++;
-      if (p > best.psnr) best = { plan: single, psnr: p };
     }
+  }
+  for (const plan of o.starts?.(target, set) ?? []) {
+    const segs = (() => {
+      try {
+        return planSegments(plan);
+      } catch {
+        return null;
+      }
+    })();
+    // a start must be a schedule of this length, set and budget
+    if (plan.length === o.steps && segs && segs.every((x) => !x.gran || grans.includes(x.gran)) && planCompute(plan, t.costOf) <= budget + 1e-9) await startFrom(plan);
   }
   const limit = o.searchEvals ?? 12;
-  const tried = new Set([dp.plan]);
-  while (evals < limit) {
-    const cands = neighbours(best.plan, grans, maxRun, warm, tail)
-      .filter((s) => !tried.has(s) && planCompute(s, t.costOf) <= budget + 1e-9)
-      .map((s) => ({ s, e: predicted(t, s) }))
-      .filter((c) => Number.isFinite(c.e))
-      .sort((a, b) => a.e - b.e);
-    if (!cands.length) break;
-    let improved = false;
-    for (const c of cands.slice(0, 3)) {
-      if (evals >= limit) break;
-      tried.add(c.s);
-      const p = await measurePlan(o, t, c.s);
-      evals++;
-      o.onProgress?.(`search x${target} ${set}`, evals, limit);
-      if (p > best.psnr + 1e-6) {
-        best = { plan: c.s, psnr: p };
-        improved = true;
-        break;
-      }
-    }
-    if (!improved) break;
-  }
+  const found = await localSearch({
+    start: best, budget: limit - evals, tried,
+    neighbours: (plan) => neighbours(plan, grans, maxRun, warm, tail)
+      .filter((x) => planCompute(x, t.costOf) <= budget + 1e-9)
+      .map((x) => ({ plan: x, rank: predicted(t, x) }))
+      .filter((c) => Number.isFinite(c.rank)),
+    evaluate: async (plan) => {
+      const p = await measurePlan(o, t, plan);
+      o.onProgress?.(`search x${target} ${set}`, ++evals, limit);
+      return p;
+    },
+  });
+  best = found;
   const mseSum = predicted(t, best.plan);
   return {
     target, grans: grans.join(","), plan: best.plan, speedup: o.steps / planCompute(best.plan, t.costOf),
@@ -263,10 +306,14 @@ export async function planSchedules(o: PlanOptions): Promise<PlanOutcome> {
     fewerSteps.push({ target, ...(await measureCache(o, tables, "fewer-steps", { speedup: target })) });
     online.push({ target, ...(await measureCache(o, tables, "mixcache", { target_speedup: target, fn: o.fn ?? 1, bn: o.bn ?? 1 })) });
   }
+  // single granularities first: the hybrid's search also starts from their searched schedules
+  const sets = [...(o.sets ?? ["hybrid"])].sort((a, b) => Number(a === "hybrid") - Number(b === "hybrid"));
   for (const target of o.targets)
-    for (const set of o.sets ?? ["hybrid"]) {
+    for (const set of sets) {
+      const singles = results.filter((x) => x.target === target && !x.grans.includes(",")).map((x) => x.plan);
+      const starts = (tg: number, st: "hybrid" | Gran) => [...(st === "hybrid" ? singles : []), ...(o.starts?.(tg, st) ?? [])];
       try {
-        results.push(await planOne(o, tables, target, set));
+        results.push(await planOne({ ...o, starts }, tables, target, set));
       } catch (e) {
         // a single granularity may not reach the target at all (CFG caching alone saves at most half)
         if (e instanceof MixCacheError && /no schedule of/.test(e.message)) infeasible.push({ target, set, reason: e.message.split("\n")[0] });

@@ -61,8 +61,8 @@ export function buildTextGraph(c: WanConfig, w: WeightGetter): Graph {
 }
 
 /** Cross-attention K/V of block i, computed once per prompt: ctx -> k, v [1, H, S, d]. */
-export function buildCrossKvGraph(c: WanConfig, w: WeightGetter, i: number): Graph {
-  const g = new Graph(`kv${i}`);
+export function buildCrossKvGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
+  const g = blockGraph(`kv${i}`, o);
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;
@@ -83,6 +83,16 @@ export function buildCrossKvGraph(c: WanConfig, w: WeightGetter, i: number): Gra
  */
 export interface WanGraphOptions {
   fused?: boolean;
+  /** Precision of the blocks' linear layers (Graph.linearDtype; default float32). The time, text,
+   * patch and head stages stay float32: they are a small share of the compute. */
+  dtype?: "float32" | "float16";
+}
+
+/** A block-stage graph with the options' linear precision. */
+function blockGraph(name: string, o: WanGraphOptions): Graph {
+  const g = new Graph(name);
+  g.linearDtype = o.dtype ?? "float32";
+  return g;
 }
 
 type V = ReturnType<Graph["input"]>;
@@ -156,7 +166,7 @@ function ffn(g: Graph, c: WanConfig, w: WeightGetter, i: number, x: V, tproj: V,
 
 /** Self-attention module of block i: x [1, L, D], tproj [1, 6, D], cos/sin [L, d/2] -> gated residual. */
 export function buildSelfAttnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
-  const g = new Graph(`sa${i}`);
+  const g = blockGraph(`sa${i}`, o);
   const D = dimOf(c);
   const P = c.attention_head_dim / 2;
   const x = g.input("x", [1, "L", D]);
@@ -169,7 +179,7 @@ export function buildSelfAttnGraph(c: WanConfig, w: WeightGetter, i: number, o: 
 
 /** Cross-attention module of block i: x, k, v (precomputed per prompt) -> residual (no gate). */
 export function buildCrossAttnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
-  const g = new Graph(`ca${i}`);
+  const g = blockGraph(`ca${i}`, o);
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;
@@ -182,7 +192,7 @@ export function buildCrossAttnGraph(c: WanConfig, w: WeightGetter, i: number, o:
 
 /** FFN module of block i: x, tproj -> gated residual (GELU-tanh MLP on the modulated norm). */
 export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGraphOptions = {}): Graph {
-  const g = new Graph(`ffn${i}`);
+  const g = blockGraph(`ffn${i}`, o);
   const D = dimOf(c);
   const x = g.input("x", [1, "L", D]);
   const tproj = g.input("tproj", [1, 6, D]);
@@ -197,7 +207,7 @@ export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGr
  * (test/fused_block.test.ts checks they agree bit for bit).
  */
 export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to: number, o: WanGraphOptions = {}): Graph {
-  const g = new Graph(to - from === 1 ? `block${from}` : `blocks${from}_${to}`);
+  const g = blockGraph(to - from === 1 ? `block${from}` : `blocks${from}_${to}`, o);
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;

@@ -42,7 +42,19 @@ export interface MemoryEstimate {
 const TEXT_TOKENS = 512;
 const THREAD_BYTES = 1 << 20;
 
-export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defaultThreads(), textTokens = TEXT_TOKENS): MemoryEstimate {
+/** Weights of the blocks' linear layers (sa and ca q, k, v, o; the FFN's two): what `float16` halves. */
+export function blockLinearParams(c: WanConfig): number {
+  const D = dimOf(c);
+  return c.num_layers * (8 * D * D + 2 * D * c.ffn_dim);
+}
+
+/** Bytes of the loaded weights: float32, or float16 for the blocks' linear layers (`dtype`). */
+export function weightBytes(c: WanConfig, dtype: "float32" | "float16" = "float32"): number {
+  const p = parameterCount(c);
+  return dtype === "float16" ? 4 * p - 2 * blockLinearParams(c) : 4 * p;
+}
+
+export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defaultThreads(), textTokens = TEXT_TOKENS, dtype: "float32" | "float16" = "float32"): MemoryEstimate {
   const [pt, ph, pw] = c.patch_size;
   const L = Math.ceil(latent.frames / pt) * Math.ceil(latent.height / ph) * Math.ceil(latent.width / pw);
   const D = dimOf(c);
@@ -59,7 +71,7 @@ export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defau
   const sessions = (4 * parameterCount(c) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES ? 5 : 4) * c.num_layers + 4;
   const est = {
     tokens: L,
-    weights: 4 * parameterCount(c) * (4 * parameterCount(c) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES ? 2 : 1),
+    weights: weightBytes(c, dtype) * (4 * parameterCount(c) <= FUSED_BLOCKS_MAX_WEIGHT_BYTES ? 2 : 1),
     stage,
     activations: 4 * stages[stage],
     state: 4 * (16 * L * D + 8 * n + 2 * c.num_layers * 2 * S * D),
@@ -92,8 +104,8 @@ export function humanBytes(b: number): string {
  * Refuse a run whose estimate exceeds the available memory. `loaded`: the weights are already in
  * memory (a new latent size on a loaded model), so only the rest must fit.
  */
-export function checkMemory(c: WanConfig, latent: LatentSize, o: { threads?: number; loaded?: boolean; available?: number; model?: string } = {}): MemoryEstimate {
-  const e = estimateMemory(c, latent, o.threads ?? defaultThreads());
+export function checkMemory(c: WanConfig, latent: LatentSize, o: { threads?: number; loaded?: boolean; available?: number; model?: string; dtype?: "float32" | "float16" } = {}): MemoryEstimate {
+  const e = estimateMemory(c, latent, o.threads ?? defaultThreads(), TEXT_TOKENS, o.dtype);
   const need = o.loaded ? e.total - e.weights : e.total;
   const avail = o.available ?? availableMemory();
   if (need > avail) {

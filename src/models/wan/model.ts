@@ -128,7 +128,7 @@ export class WanModel implements DiTModel {
     const textS = await mk(buildTextGraph(config, checked));
     const kvS: StageSession[] = [], saS: StageSession[] = [], caS: StageSession[] = [], ffnS: StageSession[] = [], blockS: StageSession[] = [];
     for (let i = 0; i < config.num_layers; i++) {
-      kvS.push(await mk(buildCrossKvGraph(config, checked, i)));
+      kvS.push(await mk(buildCrossKvGraph(config, checked, i, go)));
       saS.push(await mk(buildSelfAttnGraph(config, checked, i, go)));
       caS.push(await mk(buildCrossAttnGraph(config, checked, i, go)));
       ffnS.push(await mk(buildFfnGraph(config, checked, i, go)));
