@@ -33,6 +33,7 @@ import { parseWanConfig, dimOf, parameterCount, expectedShapes, type WanConfig }
 import { WanModel, type WanLoadOptions, type WeightSource } from "../src/models/wan/model.ts";
 import { stageMacs } from "../src/models/wan/macs.ts";
 import { weightBytes as weightBytesOf } from "../src/models/wan/memory.ts";
+import { MALLOC_ENV } from "../bin/malloc-env.js";
 import { attention, linear, mergeHeads, multiHeadAttention, splitHeads } from "../src/graph/layers.ts";
 import { mulberry32 } from "../src/pipeline/noise.ts";
 import { add } from "../src/tensor/ops.ts";
@@ -175,7 +176,9 @@ function peakRssBytes(): number {
 }
 
 function spawnChild(flag: string[], what: string): Record<string, number> {
-  const r = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), ...flag, "--threads", String(threads)], { encoding: "utf8", maxBuffer: 1 << 20 });
+  // the malloc settings the `mixcache` command starts with (bin/malloc-env.js)
+  const env = { ...process.env, ...MALLOC_ENV };
+  const r = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(import.meta.url), ...flag, "--threads", String(threads)], { encoding: "utf8", maxBuffer: 1 << 20, env });
   if (r.status !== 0) throw new Error(`${what} child failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split("\n").pop()!);
 }
