@@ -79,32 +79,31 @@ export class Graph {
 
   /** A float16 initializer from float32 values (rounded to nearest, ties to even). */
   weightHalf(name: string, data: Float32Array, dims: number[]): Value {
-    const n = dims.reduce((a, b) => a * b, 1);
-    if (n !== data.length) throw new Error(`initializer ${name}: ${data.length} values for dims [${dims}]`);
-    const seen = this.weightNames.get(name);
-    if (seen !== undefined) {
-      if (seen !== n) throw new Error(`initializer ${name} registered twice with different sizes`);
-      return new Value(name);
-    }
-    this.weightNames.set(name, n);
-    const h = toHalf(data);
-    this.inits.push({ name, dtype: DType.FLOAT16, dims, raw: new Uint8Array(h.buffer, h.byteOffset, h.byteLength) });
-    return new Value(name);
+    return this.initializer(name, data, dims, DType.FLOAT16, () => {
+      const h = toHalf(data);
+      return new Uint8Array(h.buffer, h.byteOffset, h.byteLength);
+    });
   }
 
   /** A float32 initializer (weights). The array is referenced, not copied, until toModel(). */
   weight(name: string, data: Float32Array, dims: number[]): Value {
+    return this.initializer(name, data, dims, DType.FLOAT, () => new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+  }
+
+  /**
+   * One initializer per name: a graph that joins several modules (a fused block) reads a shared
+   * tensor (scale_shift_table) more than once.
+   */
+  private initializer(name: string, data: Float32Array, dims: number[], dtype: DTypeCode, raw: () => Uint8Array): Value {
     const n = dims.reduce((a, b) => a * b, 1);
     if (n !== data.length) throw new Error(`initializer ${name}: ${data.length} values for dims [${dims}]`);
-    // one initializer per name: a graph that joins several modules (a fused block) reads a shared
-    // tensor (scale_shift_table) more than once
     const seen = this.weightNames.get(name);
     if (seen !== undefined) {
       if (seen !== n) throw new Error(`initializer ${name} registered twice with different sizes`);
       return new Value(name);
     }
     this.weightNames.set(name, n);
-    this.inits.push({ name, dtype: DType.FLOAT, dims, raw: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) });
+    this.inits.push({ name, dtype, dims, raw: raw() });
     return new Value(name);
   }
 

@@ -1,0 +1,51 @@
+/**
+ * `npm run bench:plan-eval -- --model NAME [--prompts N]`: the schedules stored in the model's
+ * cache_profiles/mixcache-plans.json, followed by MixCache and MixCache+, measured on the first N
+ * bench prompts (default 8, seed 0) with the metric `mixcache plan` reports (PSNR of one MSE over
+ * the clip, values in [-1, 1] read with peak 2, mean over prompts), beside fewer steps at each
+ * target: what a schedule planned on calibration prompts reaches where `mixcache plan --on-bench`
+ * computes the oracle bound.
+ */
+import { loadModel } from "../src/models/load.ts";
+import { generate } from "../src/pipeline/generate.ts";
+import { makeCache } from "../src/cache/registry.ts";
+import { mse01, psnrOf } from "../src/cache/plan/measure.ts";
+import { benchPrompts } from "../src/bench/protocol.ts";
+import { loadVocab } from "../src/data/shapes.ts";
+import { readProfile } from "../src/cache/profiles.ts";
+import { inspectModel } from "../src/models/load.ts";
+import type { PlanProfile } from "../src/cache/strategies/mixcache.ts";
+
+const args = process.argv.slice(2);
+const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
+const info = inspectModel(opt("--model") ?? "reference");
+if (!info.vocabPath) throw new Error(`model ${info.name} has no vocab.json, so it has no bench prompts`);
+const stored = readProfile<PlanProfile>(info.profilesDir, "mixcache-plans");
+if (!stored) throw new Error(`model ${info.name} has no stored schedules: run \`mixcache plan --model ${info.name} --save\` first`);
+const prompts = benchPrompts(loadVocab(info.vocabPath), Number(opt("--prompts") ?? 8)).map((p) => p.text);
+const model = await loadModel(info.dir, { threads: Number(opt("--threads") ?? 1) });
+const refs: Float32Array[] = [];
+for (const prompt of prompts) refs.push((await generate({ model, prompt, seed: 0 })).video.data);
+const measure = async (name: string, options: Record<string, unknown>) => {
+  let psnr = 0, speed = 0;
+  for (const [k, prompt] of prompts.entries()) {
+    const r = await generate({ model, prompt, seed: 0, cache: makeCache(name, options) });
+    psnr += psnrOf(mse01(r.video.data, refs[k]));
+    speed += r.stats.computeSpeedup;
+  }
+  return { psnr: psnr / prompts.length, speedup: speed / prompts.length };
+};
+console.log(`${info.name}: stored schedules (planned on ${stored.meta.prompts.length} calibration prompts) on the first ${prompts.length} bench prompts, seed 0`);
+const rows = [];
+for (const s of stored.schedules) {
+  const plain = await measure("mixcache", { plan: s.plan, fn: stored.meta.fn, bn: stored.meta.bn });
+  const plus = s.grans.includes(",") ? await measure("mixcache-plus", { plan: s.plan, fn: stored.meta.fn, bn: stored.meta.bn }) : null;
+  rows.push({ target: s.target, grans: s.grans, speedup: plain.speedup, psnr: plain.psnr, plus: plus?.psnr ?? null, planned: s.psnrMeasured });
+  console.log(`  x${String(s.target).padEnd(4)} ${s.grans.padEnd(15)} ${plain.speedup.toFixed(2)}x  ${plain.psnr.toFixed(2)} dB${plus ? `  (MixCache+ ${plus.psnr.toFixed(2)} dB)` : ""}  [${s.psnrMeasured.toFixed(2)} dB on its planning prompts]`);
+}
+for (const t of [...new Set(stored.schedules.map((s) => s.target))]) {
+  const f = await measure("fewer-steps", { speedup: t });
+  console.log(`  x${String(t).padEnd(4)} ${"fewer-steps".padEnd(15)} ${f.speedup.toFixed(2)}x  ${f.psnr.toFixed(2)} dB`);
+}
+if (args.includes("--json")) process.stdout.write(JSON.stringify({ model: info.name, prompts, rows }) + "\n");
+await model.release();
