@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { add, axpy, axpyDiff, extrapolate, sub } from "../src/tensor/ops.ts";
-import { addLarge, axpyLarge, extrapolateLarge, ORT_ELEMENTWISE_MIN } from "../src/graph/elementwise.ts";
+import { addAxpyLarge, addLarge, axpyLarge, extrapolateLarge, ORT_ELEMENTWISE_MIN } from "../src/graph/elementwise.ts";
 import { taylorForecast, taylorPredict, taylorUpdate, taylorUpdateInPlace } from "../src/cache/strategies/taylorseer.ts";
 import { randomArray, rng } from "./support/randomWeights.ts";
 
@@ -91,6 +91,9 @@ test("axpyLarge, extrapolateLarge and taylorForecast (float32, onnxruntime) stay
     check("taylorForecast", await taylorForecast([a, b], 3), taylorPredict([a, b], 3), (j) => Math.abs(a[j]) + Math.abs(3 * b[j]));
     const into = new Float32Array(n);
     assert.equal(await axpyLarge(a, 3, b, into), into, "writes into the given array");
+    // h + (a + s b) in one call: the same bits as the two calls it replaces
+    const h = randomArray(n, r, 4);
+    assert.deepEqual(await addAxpyLarge(h, a, 0.75, b), await addLarge(h, await axpyLarge(a, 0.75, b)), `addAxpyLarge n ${n}`);
   }
   assert.equal(await taylorForecast([Float32Array.from([1, 2])], 3).then((y) => y[1]), 2);
   console.log(`  ${lines.join("; ")}`);

@@ -75,6 +75,31 @@ export async function axpyLarge(a: Float32Array, s: number, b: Float32Array, out
   return y;
 }
 
+let addAxpySession: Promise<StageSession> | null = null;
+
+function addAxpyGraph(): Graph {
+  const g = new Graph("add_axpy");
+  const h = g.input("h", ["N"]);
+  const a = g.input("a", ["N"]);
+  const b = g.input("b", ["N"]);
+  const s = g.input("s", [1]);
+  g.output(g.add(h, g.add(a, g.mul(b, s))), "y", ["N"]);
+  return g;
+}
+
+/**
+ * h + (a + s * b) in float32 as a new array, in one call: the same operations in the same order as
+ * addLarge(h, await axpyLarge(a, s, b)), so the same bits (test/bookkeeping.test.ts).
+ */
+export async function addAxpyLarge(h: Float32Array, a: Float32Array, s: number, b: Float32Array): Promise<Float32Array> {
+  if (h.length !== a.length || a.length !== b.length) throw new Error(`addAxpyLarge: lengths ${h.length}, ${a.length} and ${b.length} differ`);
+  if (a.length < ORT_ELEMENTWISE_MIN) return addLarge(h, await axpyLarge(a, s, b));
+  addAxpySession ??= StageSession.create("add_axpy", addAxpyGraph().toModel(), { threads: 1 });
+  const feeds = { h: { data: h, dims: [h.length] }, a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] }, s: { data: new Float32Array([s]), dims: [1] } };
+  const [y] = await (await addAxpySession).run(feeds, ["y"]);
+  return y;
+}
+
 let extrapSession: Promise<StageSession> | null = null;
 
 function extrapolateGraph(): Graph {

@@ -35,7 +35,7 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { Hooks, StepInfo, TraceRow } from "../../pipeline/hooks.ts";
 import type { ModuleDecl } from "../../models/family.ts";
-import { addLarge, axpyLarge, subLarge } from "../../graph/elementwise.ts";
+import { addAxpyLarge, addLarge, axpyLarge, subLarge } from "../../graph/elementwise.ts";
 
 /** The decision alone: is step `index` a full step, given the last full step (or -1)? */
 function taylorIsFull(interval: number, warmup: number, index: number, lastFull: number): boolean {
@@ -212,7 +212,10 @@ export const taylorseer = defineStrategy({
             if (!s.full && m) {
               s.reused += modules;
               s.reusedTotal += modules;
-              return addLarge(h0, await taylorForecast(factorsOf(key, m.orders), ctx.step.index - m.at));
+              const f = factorsOf(key, m.orders);
+              const d = ctx.step.index - m.at;
+              // order 1 (the default): h_0 + F_0 + d F_1 in one call
+              return f.length === 2 ? addAxpyLarge(h0, f[0], d, f[1]) : addLarge(h0, await taylorForecast(f, d));
             }
             const hL = await runBlocks(0, ctx.numBlocks, h0);
             s.computed += modules;
