@@ -198,6 +198,14 @@ export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null, o
     "## Evaluation",
     "",
   ];
+  /** "met", or which targets are missed and by how much. */
+  const verdict = (e: NonNullable<typeof ev>) => {
+    const t = e.targets, a = e.all;
+    const missed = ([["colour", a.colour, t.colour], ["motion", a.motion, t.motion], ["shape", a.shape, t.shape], ["texture", a.texture ?? 0, t.texture]] as const)
+      .filter(([, got, want]) => want !== undefined && got < want)
+      .map(([k, got, want]) => `${k} ${pct(got)} < ${pct(want!)}`);
+    return missed.length ? `not met: ${missed.join(", ")}` : "met";
+  };
   if (ev && textures) {
     const row = (label: string, x: EvalSummary) =>
       `| ${label} (${x.n}) | ${pct(x.colour)} | ${pct(x.shape)} | ${pct(x.motion)} | ${pct(x.background)} | ${pct(x.pattern ?? 0)} | ${pct(x.texture ?? 0)} | ${pct(x.all)} | ${(x.quality ?? 0).toFixed(2)} |`;
@@ -208,7 +216,7 @@ export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null, o
       "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
       row("all", ev.all), row("training combinations", ev.train), row("held-out combinations", ev.heldOut),
       "",
-      `Targets: colour >= ${pct(ev.targets.colour)}, motion >= ${pct(ev.targets.motion)}, shape >= ${pct(ev.targets.shape)}, texture >= ${pct(ev.targets.texture ?? 0)}: **${ev.met ? "met" : "not met yet (training continues: resume with tools/train.py --dataset textures)"}**. Reproduce: \`npx mixcache evaluate --model ${name} --save\`.`,
+      `Targets: colour >= ${pct(ev.targets.colour)}, motion >= ${pct(ev.targets.motion)}, shape >= ${pct(ev.targets.shape)}, texture >= ${pct(ev.targets.texture ?? 0)}: **${verdict(ev)}**. Reproduce: \`npx mixcache evaluate --model ${name} --save\`.`,
       "",
       "![samples](samples.png)",
       "",
@@ -224,7 +232,7 @@ export function writeModelCard(model: LoadedModel, ev: ModelEvaluation | null, o
       `| training combinations (${ev.train.n}) | ${pct(ev.train.colour)} | ${pct(ev.train.shape)} | ${pct(ev.train.motion)} | ${pct(ev.train.background)} | ${pct(ev.train.all)} |`,
       `| held-out combinations (${ev.heldOut.n}) | ${pct(ev.heldOut.colour)} | ${pct(ev.heldOut.shape)} | ${pct(ev.heldOut.motion)} | ${pct(ev.heldOut.background)} | ${pct(ev.heldOut.all)} |`,
       "",
-      `Targets: colour >= ${pct(ev.targets.colour)}, motion >= ${pct(ev.targets.motion)}, shape >= ${pct(ev.targets.shape)}: **${ev.met ? "met" : "not met yet (training continues: resume with tools/train.py)"}**. Reproduce: \`npx mixcache evaluate --model ${name} --save\`.`,
+      `Targets: colour >= ${pct(ev.targets.colour)}, motion >= ${pct(ev.targets.motion)}, shape >= ${pct(ev.targets.shape)}: **${verdict(ev)}**. Reproduce: \`npx mixcache evaluate --model ${name} --save\`.`,
       "",
       "![samples](samples.png)",
       "",
