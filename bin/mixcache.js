@@ -13,10 +13,10 @@ if (process.platform === "linux" && process.env.MALLOC_MMAP_THRESHOLD_ === undef
     stdio: ["inherit", "inherit", "inherit", "ipc"],
     env: { ...process.env, ...MALLOC_ENV },
   });
-  // Ctrl-C reaches the whole process group (the child handles it); signals sent to this process
-  // alone are passed on; if this process is killed outright, the channel closes and the child ends
-  process.on("SIGINT", () => {});
-  for (const sig of ["SIGTERM", "SIGHUP"]) process.on(sig, () => child.kill(sig));
+  // signals are passed on (a Ctrl-C that reaches the whole group arrives twice: the child's
+  // handler exits on the first); if this process is killed outright, the channel closes and the
+  // child ends
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => child.kill(sig));
   child.on("exit", (code, signal) => {
     if (signal) {
       process.removeAllListeners(signal);
