@@ -176,10 +176,12 @@ export interface LoadOptions extends BackendOptions {
 
 export const DTYPES = ["float32", "float16"] as const;
 
-/** Check a dtype option before anything loads. */
-export function checkDtype(dtype: string | undefined): asserts dtype is LoadOptions["dtype"] {
+/** Check a dtype option for a model before anything loads: a known value, float16 for Wan only. */
+export function checkDtype(dtype: string | undefined, info: ModelInfo): asserts dtype is LoadOptions["dtype"] {
   if (dtype !== undefined && !(DTYPES as readonly string[]).includes(dtype))
     throw new MixCacheError("USAGE", `unknown dtype ${JSON.stringify(dtype)}`, `use one of: ${DTYPES.join(", ")}`);
+  if (dtype === "float16" && info.family !== "wan")
+    throw new MixCacheError("USAGE", `model ${info.name} is a HunyuanVideo transformer: float16 compute is built for Wan transformers only`, "leave --dtype at float32 for HunyuanVideo");
 }
 
 const WAN_DEFAULTS: ModelDefaults = { sampler: "unipc", steps: 50, guidance: 5, shift: 3, negativePrompt: "" };
@@ -436,10 +438,8 @@ export async function loadModel(dir: string = DEFAULT_MODEL_DIR, opts: LoadOptio
   const info = inspectModel(dir);
   const backend: BackendOptions = { device: opts.device, threads: opts.threads, spinning: opts.spinning, arena: opts.arena, prepack: opts.prepack };
   checkDevice(opts.device);
-  checkDtype(opts.dtype);
+  checkDtype(opts.dtype, info);
   if (info.family === "hunyuan-video") {
-    if (opts.dtype === "float16")
-      throw new MixCacheError("USAGE", `model ${info.name} is a HunyuanVideo transformer: float16 compute is built for Wan transformers only`, "leave --dtype at float32 for HunyuanVideo");
     checkThreads(opts.threads);
     return loadHunyuan(info, opts, backend, onProgress);
   }
