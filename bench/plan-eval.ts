@@ -1,6 +1,7 @@
 /**
- * `npm run bench:plan-eval -- --model NAME [--prompts N]`: the schedules stored in the model's
- * cache_profiles/mixcache-plans.json, followed by MixCache and MixCache+, measured on the first N
+ * `npm run bench:plan-eval -- --model NAME [--prompts N] [--plans FILE]`: the schedules stored in the
+ * model's cache_profiles/mixcache-plans.json (or a file `mixcache plan --out` wrote), followed by
+ * MixCache and MixCache+, measured on the first N
  * bench prompts (default 8, seed 0) with the metric `mixcache plan` reports (PSNR of one MSE over
  * the clip, values in [-1, 1] read with peak 2, mean over prompts), beside fewer steps at each
  * target: what a schedule planned on calibration prompts reaches where `mixcache plan --on-bench`
@@ -14,13 +15,15 @@ import { benchPrompts } from "../src/bench/protocol.ts";
 import { loadVocab } from "../src/data/shapes.ts";
 import { readProfile } from "../src/cache/profiles.ts";
 import { inspectModel } from "../src/models/load.ts";
+import { readFileSync } from "node:fs";
 import type { PlanProfile } from "../src/cache/strategies/mixcache.ts";
 
 const args = process.argv.slice(2);
 const opt = (name: string) => (args.includes(name) ? args[args.indexOf(name) + 1] : undefined);
 const info = inspectModel(opt("--model") ?? "reference");
 if (!info.vocabPath) throw new Error(`model ${info.name} has no vocab.json, so it has no bench prompts`);
-const stored = readProfile<PlanProfile>(info.profilesDir, "mixcache-plans");
+const plansFile = opt("--plans");
+const stored = plansFile ? (JSON.parse(readFileSync(plansFile, "utf8")) as PlanProfile) : readProfile<PlanProfile>(info.profilesDir, "mixcache-plans");
 if (!stored) throw new Error(`model ${info.name} has no stored schedules: run \`mixcache plan --model ${info.name} --save\` first`);
 const prompts = benchPrompts(loadVocab(info.vocabPath), Number(opt("--prompts") ?? 8)).map((p) => p.text);
 const model = await loadModel(info.dir, { threads: Number(opt("--threads") ?? 1) });
@@ -35,7 +38,7 @@ const measure = async (name: string, options: Record<string, unknown>) => {
   }
   return { psnr: psnr / prompts.length, speedup: speed / prompts.length };
 };
-console.log(`${info.name}: stored schedules (planned on ${stored.meta.prompts.length} calibration prompts) on the first ${prompts.length} bench prompts, seed 0`);
+console.log(`${info.name}: ${plansFile ? `schedules of ${plansFile}` : "stored schedules"} (planned on ${stored.meta.prompts.length} calibration prompts) on the first ${prompts.length} bench prompts, seed 0`);
 const rows = [];
 for (const s of stored.schedules) {
   const plain = await measure("mixcache", { plan: s.plan, fn: stored.meta.fn, bn: stored.meta.bn });
