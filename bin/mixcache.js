@@ -11,7 +11,7 @@ const command = process.argv[2];
 if (process.platform === "linux" && process.env.MALLOC_MMAP_THRESHOLD_ === undefined && command !== "serve" && command !== "worker") {
   const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
     stdio: ["inherit", "inherit", "inherit", "ipc"],
-    env: { ...process.env, ...MALLOC_ENV },
+    env: { ...process.env, ...MALLOC_ENV, MIXCACHE_LAUNCHED: "1" },
   });
   // signals are passed on (a Ctrl-C that reaches the whole group arrives twice: the child's
   // handler exits on the first); if this process is killed outright, the channel closes and the
@@ -24,9 +24,13 @@ if (process.platform === "linux" && process.env.MALLOC_MMAP_THRESHOLD_ === undef
     } else process.exit(code ?? 1);
   });
 } else {
-  if (process.channel) {
-    // started by the branch above: end with the parent, and let the channel not hold the process open
-    process.on("disconnect", () => process.kill(process.pid, "SIGKILL"));
+  if (process.env.MIXCACHE_LAUNCHED) {
+    // started by the branch above: end with the parent, also when it died before the channel came
+    // up (then there is none), and let the channel not hold the process open
+    delete process.env.MIXCACHE_LAUNCHED;
+    const orphaned = () => process.kill(process.pid, "SIGKILL");
+    if (!process.channel || !process.connected) orphaned();
+    process.on("disconnect", orphaned);
     process.channel.unref();
   }
   const { register } = await import("tsx/esm/api");
