@@ -32,7 +32,7 @@ import { StageSession, defaultThreads, type BackendOptions } from "../src/backen
 import { parseWanConfig, dimOf, parameterCount, expectedShapes, type WanConfig } from "../src/models/wan/config.ts";
 import { WanModel, type WanLoadOptions, type WeightSource } from "../src/models/wan/model.ts";
 import { stageMacs } from "../src/models/wan/macs.ts";
-import { weightBytes as weightBytesOf } from "../src/models/wan/memory.ts";
+import { blockLinearParams } from "../src/models/wan/memory.ts";
 import { MALLOC_ENV } from "../bin/malloc-env.js";
 import { attention, linear, mergeHeads, multiHeadAttention, splitHeads } from "../src/graph/layers.ts";
 import { mulberry32 } from "../src/pipeline/noise.ts";
@@ -467,7 +467,9 @@ async function main() {
     // --dtype float16: the blocks' linear layers in float16 (weights and products)
     const half = spawnChild(["--child-1.3b-fp16"], "1.3B float16");
     const halfModel = half.peakRss - half.baselineRss;
-    const halfWeights = weightBytesOf(parseWanConfig(WAN13B), "float16");
+    // what the weights take as stored (float16 initializers for the blocks' linear layers)
+    const c13 = parseWanConfig(WAN13B);
+    const halfWeights = 4 * parameterCount(c13) - 2 * blockLinearParams(c13);
     console.log(`1.3B-shaped, --dtype float16: forward ${(half.forwardMs / 1000).toFixed(2)} s (${(big.forwardMs / half.forwardMs).toFixed(2)}x the float32 forward); peak ${(halfModel / 2 ** 30).toFixed(2)} GiB above the process before loading = ${(halfModel / weightBytes).toFixed(2)}x the fp32 weights, ${(halfModel / halfWeights).toFixed(2)}x its own (${(halfWeights / 2 ** 30).toFixed(2)} GiB)`);
     out.wan13bFloat16 = { ...half, weightBytes: halfWeights, speedupOverFloat32: big.forwardMs / half.forwardMs, peakOverFp32Weights: halfModel / weightBytes, peakOverOwnWeights: halfModel / halfWeights };
   }

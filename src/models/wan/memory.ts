@@ -48,10 +48,15 @@ export function blockLinearParams(c: WanConfig): number {
   return c.num_layers * (8 * D * D + 2 * D * c.ffn_dim);
 }
 
-/** Bytes of the loaded weights: float32, or float16 for the blocks' linear layers (`dtype`). */
+/**
+ * Bytes the loaded weights take: float32, or with the blocks' linear layers in float16 (`dtype`).
+ * onnxruntime's CPU provider was measured to hold a widened copy beside the float16 weights (the
+ * 1.3B-shaped peak rose from 1.07x to 1.30x the fp32 weights, `npm run bench:runtime`), so float16
+ * counts 6 bytes per linear weight: more than float32, an upper bound where the provider keeps 2.
+ */
 export function weightBytes(c: WanConfig, dtype: "float32" | "float16" = "float32"): number {
   const p = parameterCount(c);
-  return dtype === "float16" ? 4 * p - 2 * blockLinearParams(c) : 4 * p;
+  return dtype === "float16" ? 4 * p + 2 * blockLinearParams(c) : 4 * p;
 }
 
 export function estimateMemory(c: WanConfig, latent: LatentSize, threads = defaultThreads(), textTokens = TEXT_TOKENS, dtype: "float32" | "float16" = "float32"): MemoryEstimate {
