@@ -112,7 +112,7 @@ test("memory estimates: float16 counts the float16 weights and the widened copy 
   assert.equal(weightBytes(config, "float16"), 4 * parameterCount(config) + 2 * blockLinearParams(config));
   const lat = { channels: 4, frames: 2, height: 8, width: 8 };
   assert.ok(estimateMemory(config, lat, 1, 512, "float16").weights > estimateMemory(config, lat, 1, 512).weights);
-  // Wan2.1-1.3B: 1.42B parameters, 1.33B of them in the blocks' linear layers
+  // Wan2.1-1.3B: 1.42B parameters, 1.39B (98%) of them in the blocks' linear layers
   const wan13 = { ...config, num_attention_heads: 12, attention_head_dim: 128, ffn_dim: 8960, num_layers: 30, text_dim: 4096, freq_dim: 256, in_channels: 16, out_channels: 16 };
   assert.ok(blockLinearParams(wan13) / parameterCount(wan13) > 0.9);
 });

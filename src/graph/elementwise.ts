@@ -14,36 +14,30 @@ import { Graph } from "./builder.ts";
 /** Below this many elements add() in JS is faster than a session call. */
 export const ORT_ELEMENTWISE_MIN = 8192;
 
-let addSession: Promise<StageSession> | null = null;
+const binarySessions: Partial<Record<"add" | "sub", Promise<StageSession>>> = {};
 
-function binaryGraph(op: "add" | "sub"): Graph {
-  const g = new Graph(op);
-  const a = g.input("a", ["N"]);
-  const b = g.input("b", ["N"]);
-  g.output(op === "add" ? g.add(a, b) : g.sub(a, b), "y", ["N"]);
-  return g;
+/** a op b as a new array in one float32 rounding, bit-identical to the JS form `js` (a and b are
+ * not modified); small arrays stay in JS. */
+async function binaryLarge(op: "add" | "sub", js: (a: Float32Array, b: Float32Array) => Float32Array, a: Float32Array, b: Float32Array): Promise<Float32Array> {
+  if (a.length !== b.length) throw new Error(`${op}Large: lengths ${a.length} and ${b.length} differ`);
+  if (a.length < ORT_ELEMENTWISE_MIN) return js(a, b);
+  // one thread: the kernel is memory-bound and a pool wake-up costs more than it saves
+  binarySessions[op] ??= (() => {
+    const g = new Graph(op);
+    const x = g.input("a", ["N"]);
+    const y = g.input("b", ["N"]);
+    g.output(op === "add" ? g.add(x, y) : g.sub(x, y), "y", ["N"]);
+    return StageSession.create(op, g.toModel(), { threads: 1 });
+  })();
+  const [y] = await (await binarySessions[op]!).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
+  return y;
 }
 
 /** a + b as a new array (a and b are not modified). */
-export async function addLarge(a: Float32Array, b: Float32Array): Promise<Float32Array> {
-  if (a.length !== b.length) throw new Error(`addLarge: lengths ${a.length} and ${b.length} differ`);
-  if (a.length < ORT_ELEMENTWISE_MIN) return add(a, b);
-  // one thread: the kernel is memory-bound and a pool wake-up costs more than it saves
-  addSession ??= StageSession.create("add", binaryGraph("add").toModel(), { threads: 1 });
-  const [y] = await (await addSession).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
-  return y;
-}
+export const addLarge = (a: Float32Array, b: Float32Array): Promise<Float32Array> => binaryLarge("add", add, a, b);
 
-let subSession: Promise<StageSession> | null = null;
-
-/** a - b as a new array (one float32 rounding, bit-identical to tensor/ops.ts sub()). */
-export async function subLarge(a: Float32Array, b: Float32Array): Promise<Float32Array> {
-  if (a.length !== b.length) throw new Error(`subLarge: lengths ${a.length} and ${b.length} differ`);
-  if (a.length < ORT_ELEMENTWISE_MIN) return sub(a, b);
-  subSession ??= StageSession.create("sub", binaryGraph("sub").toModel(), { threads: 1 });
-  const [y] = await (await subSession).run({ a: { data: a, dims: [a.length] }, b: { data: b, dims: [b.length] } }, ["y"]);
-  return y;
-}
+/** a - b as a new array (bit-identical to tensor/ops.ts sub()). */
+export const subLarge = (a: Float32Array, b: Float32Array): Promise<Float32Array> => binaryLarge("sub", sub, a, b);
 
 let axpySession: Promise<StageSession> | null = null;
 
