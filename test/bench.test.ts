@@ -141,7 +141,7 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   const args = ["bench", "--model", dir, "--preset", "quick", "--methods", "none,teacache,fewer-steps", "--steps", "6", "--prompts", "2", "--out", out, "--threads", "1"];
   const r1 = await capture(() => main(args));
   assert.equal(r1.code, 0, r1.err);
-  assert.match(r1.out, /bench quick: 7 points x 2 prompts x 1 seed\(s\), 6 steps = 14 rows \(14 run, 0 resumed\)/);
+  assert.match(r1.out, /bench quick: 8 points x 2 prompts x 1 seed\(s\), 6 steps = 16 rows \(16 run, 0 resumed\)/);
   for (const f of ["results.json", "results.md", "results.csv", "journal.jsonl", "redundancy.json", "frames/0.png", "frames/1.png"])
     assert.ok(existsSync(join(out, f)), `${f} written`);
 
@@ -157,10 +157,10 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   assert.equal(res.protocol.prompts.length, 2);
   assert.equal(res.protocol.promptSource, "tokenizer");
   assert.deepEqual(res.protocol.methods, ["none", "teacache", "fewer-steps"]);
-  assert.equal(res.protocol.points.length, 7);
+  assert.equal(res.protocol.points.length, 8);
   assert.equal(res.session.complete, true);
-  assert.equal(res.session.rowsRun, 14);
-  assert.equal(res.rows.length, 14);
+  assert.equal(res.session.rowsRun, 16);
+  assert.equal(res.rows.length, 16);
 
   for (const row of res.rows) {
     for (const k of ["wallMs", "denoiseMs", "macsFull", "macsExecuted", "computeSpeedup", "cachePeakBytes", "steps", "stepsSampled", "seed", "promptIndex"] as const) finite(row[k], `${row.point} ${k}`);
@@ -180,9 +180,10 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
     if (row.method === "fewer-steps") assert.equal(row.computeSpeedup, row.steps / row.stepsSampled);
   }
   const byPoint = (id: string) => res.summary.find((s) => s.point === id)!;
-  assert.deepEqual(res.summary.map((s) => s.point), ["none", "teacache-t0.05", "teacache-t0.08", "teacache-t0.15", "fewer-steps-x1.5", "fewer-steps-x2", "fewer-steps-x3"]);
+  assert.deepEqual(res.summary.map((s) => s.point), ["none", "teacache-t0.05", "teacache-t0.08", "teacache-t0.15", "fewer-steps-x1.5", "fewer-steps-x2", "fewer-steps-x3", "fewer-steps-x4"]);
   assert.equal(byPoint("fewer-steps-x2").computeSpeedup, 2);
   assert.equal(byPoint("fewer-steps-x3").computeSpeedup, 3);
+  assert.equal(byPoint("fewer-steps-x4").computeSpeedup, 3); // round(6 / 4) = 2 steps
   assert.equal(byPoint("none").wallSpeedup, 1);
   for (const s of res.summary) {
     assert.equal(s.n, 2);
@@ -195,7 +196,7 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   // fewer steps really changes the output; teacache at 6 steps never skips here (exact)
   assert.ok(byPoint("fewer-steps-x2").psnrFrame! < 100);
   // traces of the first prompt: one per point, teacache's has a row per step
-  assert.equal(res.traces.length, 7);
+  assert.equal(res.traces.length, 8);
   assert.equal(res.traces.find((t) => t.point === "teacache-t0.08")!.trace.length, 6);
   // redundancy signals of the reference on the first prompt
   assert.equal(res.redundancy!.rows.length, 6);
@@ -208,7 +209,7 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   assert.match(md, /\| fewer-steps \| fewer-steps-x1\.5 \| 1\.50x \|/);
   const csv = readFileSync(join(out, "results.csv"), "utf8").trimEnd().split("\n");
   assert.deepEqual(csv[0].split(","), [...CSV_COLUMNS]);
-  assert.equal(csv.length, 1 + 7);
+  assert.equal(csv.length, 1 + 8);
   for (const line of csv.slice(1)) assert.equal(csvSplit(line).length, CSV_COLUMNS.length, line);
   assert.deepEqual(JSON.parse(csvSplit(csv[2])[5]), { threshold: 0.05 });
   const sheet = decodePng(new Uint8Array(readFileSync(join(out, "frames/0.png"))));
@@ -220,7 +221,7 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   assert.equal(r2.code, 0, r2.err);
   const j2 = JSON.parse(r2.out);
   assert.equal(j2.rows_run, 0);
-  assert.equal(j2.rows_reused, 14);
+  assert.equal(j2.rows_reused, 16);
   const res2 = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as BenchResults;
   assert.deepEqual(res2.rows.map((r) => r.key), res.rows.map((r) => r.key));
   assert.deepEqual(res2.rows.map((r) => r.wallMs), res.rows.map((r) => r.wallMs));
@@ -234,8 +235,8 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   assert.equal(r3.code, 0, r3.err);
   assert.equal(JSON.parse(r3.out).rows_run, 3);
   const res3 = JSON.parse(readFileSync(join(out, "results.json"), "utf8")) as BenchResults;
-  assert.equal(res3.rows.length, 14);
-  assert.equal(readFileSync(journal, "utf8").trimEnd().split("\n").length, 14);
+  assert.equal(res3.rows.length, 16);
+  assert.equal(readFileSync(journal, "utf8").trimEnd().split("\n").length, 16);
   // reruns are deterministic: same outputs, same quality numbers
   for (const r of res3.rows) {
     const old = res.rows.find((x) => x.key === r.key)!;
@@ -247,7 +248,7 @@ test("bench end to end on the tiny model: files, schema, numbers, resume", async
   const r4 = await capture(() => main([...args, "--seeds", "0,1", "--json"]));
   assert.equal(r4.code, 0, r4.err);
   const j4 = JSON.parse(r4.out);
-  assert.deepEqual([j4.rows_run, j4.rows_reused, j4.rows_total], [14, 14, 28]);
+  assert.deepEqual([j4.rows_run, j4.rows_reused, j4.rows_total], [16, 16, 32]);
   assert.deepEqual(j4.seeds, [0, 1]);
 });
 

@@ -8,7 +8,10 @@
  *               method over its operating points ordered by speedup, MixCache variants drawn
  *               thicker and labelled, default points ringed. Outputs identical to the reference
  *               (PSNR = infinity, capped at 100 dB in results.json) are drawn as triangles on a
- *               dashed line at the top edge instead of stretching the axis to 100 dB.
+ *               dashed line at the top edge instead of stretching the axis to 100 dB. Oracle
+ *               points (--oracle, oracle.ts) are a series of their own per granularity set
+ *               ("oracle hybrid", "oracle step", ...): dashed grey lines with square markers, the
+ *               subtitle saying where they were planned; they are a bound, not a method.
  *   redundancy  the uncached run's per-step change signals (redundancy.ts): step (body residual),
  *               CFG (guidance delta) and block (middle block residual), against the step index.
  *   timeline    MixCache's decision per step (full / step / cfg / block) for every MixCache point
@@ -24,6 +27,11 @@ import type { BenchResults } from "./results.ts";
 import { writeFileAtomic } from "../util/atomic.ts";
 
 export const isMixCache = (method: string): boolean => method.startsWith("mixcache");
+
+/** The Pareto series of an oracle point: "oracle hybrid", "oracle step", ... */
+export const oracleSeries = (set: string): string => `oracle ${set}`;
+/** Oracle series colours (dark to light greys, by set order; drawn dashed). */
+const ORACLE_COLORS: Record<string, string> = { hybrid: "#111111", step: "#4a4a4a", cfg: "#8a8a8a", block: "#6b6b6b" };
 
 /** Options that move a MixCache point along its speed/quality curve; any other option is an ablation. */
 const MIX_CURVE_OPTIONS = new Set(["preset", "target_speedup", "budget"]);
@@ -113,6 +121,10 @@ export interface ParetoPoint {
   /** a MixCache ablation: drawn as an unconnected diamond */
   ablation: boolean;
   isDefault: boolean;
+  /** an oracle schedule (a bound, drawn dashed with square markers) */
+  oracle: boolean;
+  /** "method" or "oracle bound" (the line style) */
+  kind: string;
   /** label drawn next to the point ("" = none; MixCache points only, overlaps dropped) */
   label: string;
 }
@@ -142,8 +154,8 @@ export function paretoData(r: BenchResults): ParetoData {
   const points: ParetoPoint[] = rows.map((s) => {
     const clipped = isClipped(s.psnrFrame!, s.identical);
     return {
-      method: isPlanned(s) ? `${s.method} planned` : s.method, tag: s.tag, point: s.point, speedup: s.computeSpeedup, psnr: clipped ? top : s.psnrFrame!, psnrStored: s.psnrFrame!, clipped,
-      mix: isMixCache(s.method), ablation: isAblation(s), isDefault: s.default, label: "",
+      method: s.oracle ? oracleSeries(s.oracle.set) : isPlanned(s) ? `${s.method} planned` : s.method, tag: s.tag, point: s.point, speedup: s.computeSpeedup, psnr: clipped ? top : s.psnrFrame!, psnrStored: s.psnrFrame!, clipped,
+      mix: isMixCache(s.method), ablation: isAblation(s), isDefault: s.default, oracle: !!s.oracle, kind: s.oracle ? "oracle bound" : "method", label: "",
     };
   });
   const xs = points.map((p) => p.speedup);
@@ -172,6 +184,14 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
   const d = paretoData(r);
   // planned MixCache points form lines of their own ("mixcache planned"), after their method
   const colors = methodColors(r.protocol.methods.flatMap((m) => (d.points.some((p) => p.method === `${m} planned`) ? [m, `${m} planned`] : [m])));
+  // oracle series after the methods, in greys (dashed lines, square markers)
+  const oracleSets = [...new Set(r.summary.filter((s) => s.oracle).map((s) => s.oracle!.set))].filter((set) => d.points.some((p) => p.method === oracleSeries(set)));
+  for (const set of oracleSets) {
+    colors.domain.push(oracleSeries(set));
+    colors.range.push(ORACLE_COLORS[set] ?? "#999999");
+  }
+  const hasOracle = oracleSets.length > 0;
+  const oracle = r.protocol.oracle;
   const x = { field: "speedup", type: "quantitative", title: "compute speedup (full MACs / executed MACs)", scale: { domain: [d.xMin, d.xMax], zero: false, nice: false } };
   const ticks: number[] = [];
   for (let v = d.bottom; v < d.top - 2.5; v += 5) ticks.push(v);
@@ -186,6 +206,9 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
     `${r.model.name}: ${r.protocol.steps} ${r.protocol.sampler} steps, ${r.protocol.prompts.length} prompt(s) x ${r.protocol.seeds.length} seed(s). One line per method; ringed = default point.`,
     `Shaded: the aim, >= ${AIM.speedup}x compute at >= ${AIM.psnr} dB.` + (d.clipped ? " Triangles on the top line: identical to the reference." : "") +
       (d.points.some((p) => p.ablation) ? " Diamonds: MixCache ablations." : ""),
+    ...(hasOracle && oracle
+      ? [`Dashed, squares: oracle bound, schedules planned on the first ${oracle.prompts.length} prompt(s) themselves (seed ${oracle.seeds.join(", ")}) and measured there: a bound for a static schedule, not a method.`]
+      : []),
   ];
   const layers: unknown[] = [
     {
@@ -223,6 +246,7 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
       encoding: {
         x, y, color, detail: { field: "method" },
         order: { field: "speedup", type: "quantitative" },
+        ...(hasOracle ? { strokeDash: { field: "kind", type: "nominal", title: "line", scale: { domain: ["method", "oracle bound"], range: [[1, 0], [6, 4]] }, legend: { orient: "right", symbolType: "stroke", symbolStrokeWidth: 2 } } } : {}),
         strokeWidth: { condition: { test: "datum.mix", value: 3.4 }, value: 1.6 },
         opacity: { condition: { test: "datum.mix", value: 1 }, value: 0.8 },
       },
@@ -232,7 +256,7 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
       mark: { type: "point", filled: true, opacity: 1 },
       encoding: {
         x, y, color: { ...color, legend: null },
-        shape: { condition: { test: "datum.clipped", value: "triangle-up" }, value: "circle" },
+        shape: { condition: [{ test: "datum.clipped", value: "triangle-up" }, { test: "datum.oracle", value: "square" }], value: "circle" },
         size: { condition: { test: "datum.mix", value: 120 }, value: 50 },
       },
     },

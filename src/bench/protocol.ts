@@ -28,6 +28,12 @@
  * row schema. A row is keyed by protocol hash + point (tag and a hash of its full parsed config
  * and of the calibration profiles it may read) + seed + prompt text; prompt list, seeds and
  * methods can change between runs without invalidating finished rows.
+ *
+ * Oracle points (`oracle` option, oracle.ts): one per schedule of an oracle file, method `oracle`,
+ * point name `oracle-<set>@<target>x`, run as MixCache following the schedule, and only in the
+ * groups (prompt, seed) the schedule was planned on (`groupPoints`). The oracle file is not part
+ * of the protocol hash; its points are keyed like any other (name + config hash, the schedule in
+ * the config), so a changed schedule reruns and the other rows stay valid.
  */
 import { canonicalJson, sha256 } from "../util/hash.ts";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
@@ -40,6 +46,7 @@ import { DEFAULT_VOCAB_PATH, caption, loadVocab, parseCaption, splitCombos, type
 import type { LoadedModel } from "../models/load.ts";
 import type { LatentShape } from "../models/types.ts";
 import type { SamplerName } from "../schedulers/types.ts";
+import { ORACLE_METHOD, checkOracleModel, checkOraclePrompts, oracleCovers, oracleNote, oraclePoints, type OracleFile, type OracleInfo, type OracleTag } from "./oracle.ts";
 
 /** Version of the row format; part of the protocol hash. */
 export const ROW_SCHEMA = 1;
@@ -66,7 +73,7 @@ export const PRESET_NAMES = Object.keys(PRESETS) as PresetName[];
  */
 export const OPERATING_POINTS: Record<string, Record<string, unknown>[]> = {
   none: [{}],
-  "fewer-steps": [{ speedup: 1.5 }, {}, { speedup: 3 }],
+  "fewer-steps": [{ speedup: 1.5 }, {}, { speedup: 3 }, { speedup: 4 }],
   teacache: [{ threshold: 0.05 }, {}, { threshold: 0.15 }],
   magcache: [{ threshold: 0.06 }, {}, { threshold: 0.24, max_skip: 4 }],
   easycache: [{}, { thresh: 0.1 }, { thresh: 0.2 }],
@@ -260,6 +267,8 @@ export interface OperatingPoint {
   configHash: string;
   /** The built strategy (reused across runs: attach() gives fresh state per generation). */
   cache: CacheStrategy;
+  /** An oracle schedule (method `oracle`): runs only on the prompts and seeds it was planned on. */
+  oracle?: OracleTag;
 }
 
 export interface Protocol {
@@ -282,6 +291,10 @@ export interface Protocol {
   vocab: Vocab;
   vocabPath: string;
   modelFingerprint: string;
+  /** The oracle file's schedules run as `oracle` points (null: none). */
+  oracle: OracleInfo | null;
+  /** Notes for the results' warnings (e.g. oracle rows covering only part of the bench). */
+  notes: string[];
 }
 
 export interface ProtocolOptions {
@@ -298,6 +311,8 @@ export interface ProtocolOptions {
   vocabPath?: string;
   /** The latent size (default: the model's own); diffusers folders take it from --frames / --height / --width. */
   shape?: LatentShape;
+  /** An oracle file (oracle.ts readOracle): its schedules become `oracle` points. */
+  oracle?: OracleFile;
 }
 
 
@@ -431,9 +446,22 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
     model.tokenizer?.encode(p.text); // VOCAB error now rather than mid-run
   }
 
+  let oracle: OracleInfo | null = null;
+  const notes: string[] = [];
+  if (o.oracle) {
+    checkOracleModel(o.oracle, { name: model.name, steps, guidance: model.defaults.guidance, shift: model.defaults.shift, sampler: model.defaults.sampler });
+    notes.push(...checkOraclePrompts(o.oracle, prompts.map((x) => x.text), seeds));
+    const info = { prompts: o.oracle.prompts, seeds: o.oracle.seeds };
+    oracle = {
+      file: o.oracle.path, model: o.oracle.model, steps: o.oracle.steps, prompts: [...o.oracle.prompts], seeds: [...o.oracle.seeds], infeasible: o.oracle.infeasible,
+      promptIndices: prompts.filter((x) => o.oracle!.prompts.includes(x.text)).map((x) => x.index), runSeeds: seeds.filter((x) => o.oracle!.seeds.includes(x)), note: oracleNote(info),
+    };
+  }
+
   const methods = resolveMethods(o.methods);
   const skipped: SkippedPoint[] = [];
   const points = buildPoints(methods, model.profilesDir, o.methods ? undefined : skipped);
+  if (o.oracle) points.push(...buildOraclePoints(o.oracle, model.profilesDir));
   const fingerprint = modelFingerprint(model);
   const hash = sha256(canonicalJson({
     rowSchema: ROW_SCHEMA, model: fingerprint, steps, guidance: model.defaults.guidance, shift: model.defaults.shift,
@@ -442,8 +470,33 @@ export function buildProtocol(model: LoadedModel, o: ProtocolOptions = {}): Prot
   return {
     preset: preset.name, hash, steps, guidance: model.defaults.guidance, shift: model.defaults.shift, sampler: model.defaults.sampler,
     negativePrompt: model.defaults.negativePrompt, shape: { ...shape }, seeds: [...seeds], prompts, promptSource, methods, points, skipped,
-    vocab, vocabPath, modelFingerprint: fingerprint,
+    vocab, vocabPath, modelFingerprint: fingerprint, oracle, notes,
   };
+}
+
+/** The oracle file's schedules as points (method `oracle`, run as MixCache following each schedule). */
+export function buildOraclePoints(o: OracleFile, profilesDir: string): OperatingPoint[] {
+  const def = findStrategy("mixcache");
+  return oraclePoints(o).map(({ id, options, oracle }) => {
+    let cache: CacheStrategy;
+    try {
+      cache = makeCache("mixcache", options, { profilesDir });
+    } catch (e) {
+      if (e instanceof MixCacheError) throw new UsageError(`--oracle ${o.path}: schedule ${id} cannot run as MixCache: ${e.message.split("\n")[0]}`, "plan the oracle again for this model (mixcache plan --on-bench N ... --out FILE)");
+      throw e;
+    }
+    const config = { ...cache.config };
+    const granularity: Granularity = (["hybrid", "step", "cfg", "block"] as const).find((g) => g === oracle.set) ?? def.granularity;
+    return {
+      id, method: ORACLE_METHOD, tag: id, granularity, options, config, isDefault: false,
+      configHash: sha256(`${canonicalJson(config)}|${profilesHash(profilesDir, "mixcache")}`, 8), cache, oracle,
+    };
+  });
+}
+
+/** The points that run on one group (prompt, seed): every point, oracle points only where they were planned. */
+export function groupPoints(p: Pick<Protocol, "points" | "oracle">, prompt: string, seed: number): OperatingPoint[] {
+  return p.points.filter((pt) => !pt.oracle || (p.oracle !== null && oracleCovers(p.oracle, prompt, seed)));
 }
 
 /** The key of one row in the journal. */

@@ -3,6 +3,8 @@
  * floor, the warnings).
  */
 import type { BenchResults } from "./results.ts";
+import { boundTable, type BoundCell } from "./bound.ts";
+import { oracleNote } from "./oracle.ts";
 
 const f = (x: number | null | undefined, d: number) => (x === null || x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(d));
 
@@ -39,7 +41,10 @@ export function renderMarkdown(r: BenchResults): string {
     last = s.method;
   }
   lines.push("");
-  const cached = r.summary.filter((s) => s.method !== "none" && s.psnrFrame !== null && s.n > 0);
+  const oracle = p.oracle ?? null;
+  if (oracle) lines.push(`Method \`oracle\` (points oracle-<set>@<target>x) is the oracle bound: ${oracleNote(oracle)}; run as MixCache following each schedule (\`plan=\`), on those prompts only (n). Left out of the verdicts below.`, "");
+  // oracle rows are a bound, not a method: no verdict counts them
+  const cached = r.summary.filter((s) => s.method !== "none" && !s.oracle && s.psnrFrame !== null && s.n > 0);
   if (cached.length) {
     lines.push("## Highest compute speedup at a quality floor", "");
     lines.push("| PSNR (a) floor | point | compute | wall | eff. | PSNR (a) dB | SSIM |", "|--:|---|--:|--:|--:|--:|--:|");
@@ -49,12 +54,46 @@ export function renderMarkdown(r: BenchResults): string {
     }
     lines.push("");
   }
+  if (oracle) lines.push(...renderOracleMarkdown(r));
   if (r.session.warnings.length) {
     lines.push("## Warnings", "");
     for (const w of r.session.warnings) lines.push(`- ${w}`);
     lines.push("");
   }
   return lines.join("\n");
+}
+
+/** A cell of the bound table: PSNR (a) and the compute speedup, optionally what the point is. */
+function boundCell(c: BoundCell | null, what?: string): string {
+  if (!c) return "-";
+  return `${f(c.psnrFrame, 2)} dB (${what ? `${what}, ` : ""}${f(c.computeSpeedup, 2)}x)`;
+}
+
+/** The oracle sections of results.md: the bound against the methods per target, and each schedule. */
+export function renderOracleMarkdown(r: BenchResults): string[] {
+  const o = r.protocol.oracle;
+  const t = boundTable(r);
+  if (!o || !t) return [];
+  const lines: string[] = [];
+  lines.push("## Oracle bound against the methods at each target", "");
+  lines.push(`PSNR (a), mean over the oracle's ${t.prompts} prompt(s) x seed(s) ${t.seeds.join(", ")}, with the compute speedup. ${t.note}`, "");
+  lines.push("| target | oracle hybrid | best oracle single granularity | planned MixCache | planned MixCache+ | fewer steps | best peer | oracle hybrid - planned MixCache | oracle hybrid - planned MixCache+ |");
+  lines.push("|--:|---|---|---|---|---|---|--:|--:|");
+  for (const x of t.rows)
+    lines.push(`| ${x.target}x | ${boundCell(x.hybrid)} | ${boundCell(x.single, x.single?.oracle?.set)} | ${boundCell(x.planned)} | ${boundCell(x.plannedPlus)} | ${boundCell(x.fewerSteps)} | ${boundCell(x.bestPeer, x.bestPeer?.tag)} | ${x.gapPlanned === null ? "-" : `${f(x.gapPlanned, 2)} dB`} | ${x.gapPlannedPlus === null ? "-" : `${f(x.gapPlannedPlus, 2)} dB`} |`);
+  lines.push("");
+  lines.push("### Oracle schedules", "");
+  lines.push(`From ${o.file} (model ${o.model}, ${o.steps} steps, planned on ${o.prompts.length} prompt(s), seed(s) ${o.seeds.join(", ")}). The planner's PSNR is one unclamped MSE over the clip in [-1, 1] (peak 2), mean over its prompts: not the bench's metric (PSNR (b) clamps pixels to [0, 1] first).`, "");
+  lines.push("| point | set | target | compute | PSNR (a) dB | PSNR (b) dB | SSIM | planner: speedup | planner: PSNR dB | n | schedule |");
+  lines.push("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|");
+  for (const s of r.summary.filter((x) => x.oracle))
+    lines.push(`| ${s.tag} | ${s.oracle!.set} | ${s.oracle!.target}x | ${f(s.computeSpeedup, 2)}x | ${f(s.psnrFrame, 2)} | ${f(s.psnrClip, 2)} | ${f(s.ssim, 4)} | ${s.oracle!.plannerSpeedup === null ? "-" : `${f(s.oracle!.plannerSpeedup, 2)}x`} | ${f(s.oracle!.plannerPsnr, 2)} | ${s.n} | \`${s.oracle!.plan}\` |`);
+  if (o.infeasible.length) {
+    lines.push("");
+    lines.push(`No schedule: ${o.infeasible.map((x) => `${x.set} at ${x.target}x`).join(", ")} (the compute budget cannot be met with the planner's warm-up, tail and longest cached run).`);
+  }
+  lines.push("");
+  return lines;
 }
 
 export const CSV_COLUMNS = [

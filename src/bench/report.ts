@@ -27,6 +27,7 @@ import type { BenchResults, SummaryRow, AdherenceAgg } from "./results.ts";
 import { AIM, isAblation, isMixCache, renderPlots, type RenderedPlot } from "./plots.ts";
 import { readRuntime, type RuntimeNumbers } from "./machine.ts";
 import { clipName, fromBytes, loadF32, safeTag } from "./journal.ts";
+import { boundTable, type BoundCell } from "./bound.ts";
 
 const REPORT_DIR = "report";
 
@@ -217,6 +218,7 @@ tr.mix td { background: var(--mix); }
 tr.mix td.l:first-child { border-left: 3px solid var(--mixline); font-weight: 650; }
 tr.grp td { border-top: 2px solid var(--line); }
 tr.dim td { color: var(--muted); }
+tr.oracle td { background: #f1f1f1; font-style: italic; }
 td.def::after { content: " ★"; color: #b58900; }
 .ident { color: var(--good); font-weight: 600; }
 .abl { font-size: 11px; color: var(--muted); border: 1px solid var(--line); border-radius: 4px; padding: 0 4px; }
@@ -256,10 +258,29 @@ function headlineRow(s: SummaryRow): string {
     `<td>${psnrCell(s, "psnrFrame")}</td><td>${psnrCell(s, "psnrClip")}</td><td>${s.identical === 1 ? "1" : fx(s.ssim, 4)}</td><td>${adhCell(s.adherence, s.adherenceRef)}</td><td>${fx(s.cacheMB, 2)}</td></tr>`;
 }
 
+/** Methods with rows, in protocol order (the oracle is a bound, not a method: left out). */
 function methodsInOrder(r: BenchResults): string[] {
   const seen: string[] = [];
-  for (const m of [...r.protocol.methods, ...r.summary.map((s) => s.method)]) if (m !== "none" && !seen.includes(m)) seen.push(m);
+  for (const m of [...r.protocol.methods, ...r.summary.filter((s) => !s.oracle).map((s) => s.method)]) if (m !== "none" && !seen.includes(m)) seen.push(m);
   return seen;
+}
+
+const boundTd = (c: BoundCell | null, what?: string) =>
+  c ? `<td title="${e(c.tag)}, n = ${c.n}">${fx(c.psnrFrame, 2)} <span class="note">(${what ? `${e(what)}, ` : ""}${fx(c.computeSpeedup, 2, "×")})</span></td>` : "<td>–</td>";
+
+/** The oracle bound against the methods at each target (bound.ts), when the bench ran --oracle. */
+function oracleTable(r: BenchResults): string {
+  const t = boundTable(r);
+  if (!t || !t.rows.length) return "";
+  const head: Array<[string, string?]> = [
+    ["target", ""], ["oracle hybrid", ""], ["best oracle single", ""], ["planned MixCache", ""], ["planned MixCache+", ""], ["fewer steps", ""], ["best peer", ""], ["hybrid − planned", ""], ["hybrid − planned+", ""],
+  ];
+  const gap = (g: number | null) => (g === null ? "–" : `<span class="${g <= 1 ? "better" : "worse"}">${fx(g, 2)} dB</span>`);
+  const rows = t.rows.map((x) =>
+    `<tr><td>${x.target}×</td>${boundTd(x.hybrid)}${boundTd(x.single, x.single?.oracle?.set)}${boundTd(x.planned)}${boundTd(x.plannedPlus)}${boundTd(x.fewerSteps)}${boundTd(x.bestPeer, x.bestPeer?.tag)}<td>${gap(x.gapPlanned)}</td><td>${gap(x.gapPlannedPlus)}</td></tr>`);
+  return `<h3>Oracle bound against the methods at each target</h3>
+<p class="note">PSNR (a) in dB (compute speedup). ${e(t.note)} Green gap: planned MixCache within 1 dB of the oracle hybrid.</p>
+${table(head, rows)}`;
 }
 
 function headlineTables(r: BenchResults): string {
@@ -287,8 +308,9 @@ function fullTable(r: BenchResults): string {
     const ref = s.method === "none";
     const first = s.method !== last;
     last = s.method;
-    const cls = [isMixCache(s.method) ? "mix" : "", first ? "grp" : ""].join(" ").trim();
-    return `<tr class="${cls}"><td class="l">${first ? e(s.method) : ""}</td><td class="l${s.default && !ref ? " def" : ""}">${e(s.tag)}${isAblation(s) ? ' <span class="abl">ablation</span>' : ""}</td><td class="l">${e(s.granularity)}</td><td>${s.n}</td>` +
+    const cls = [isMixCache(s.method) ? "mix" : "", s.oracle ? "oracle" : "", first ? "grp" : ""].join(" ").trim();
+    const badge = isAblation(s) ? ' <span class="abl">ablation</span>' : s.oracle ? ` <span class="abl" title="${e(`oracle bound: ${r.protocol.oracle?.note ?? ""}`)}">oracle bound</span>` : "";
+    return `<tr class="${cls}"><td class="l">${first ? e(s.method) : ""}</td><td class="l${s.default && !ref ? " def" : ""}">${e(s.tag)}${badge}</td><td class="l">${e(s.granularity)}</td><td>${s.n}</td>` +
       `<td title="per row: ${fx(s.computeSpeedupMin, 2)}–${fx(s.computeSpeedupMax, 2)}×">${fx(s.computeSpeedup, 2, "×")}</td><td>${fx(s.wallSpeedup, 2, "×")}</td><td>${fx(s.efficiency, 2)}</td><td>${fx(s.wallMsMedian, 0)}</td>` +
       (ref
         ? `<td>ref</td><td>ref</td><td>ref</td><td>ref</td><td>ref</td><td>–</td>`
@@ -299,7 +321,8 @@ function fullTable(r: BenchResults): string {
 }
 
 function cards(r: BenchResults): string {
-  const cached = r.summary.filter((s) => s.method !== "none" && s.n > 0 && fin(s.psnrFrame));
+  // oracle rows are a bound, not a method: no card counts them
+  const cached = r.summary.filter((s) => s.method !== "none" && !s.oracle && s.n > 0 && fin(s.psnrFrame));
   const fastest = (floor: number, pred: (s: SummaryRow) => boolean = () => true) => cached.filter((s) => s.psnrFrame! >= floor && pred(s)).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
   const card = (k: string, s: SummaryRow | undefined, extra = "", mix = false) =>
     `<div class="card${mix ? " mix" : ""}"><div class="k">${e(k)}</div>` +
@@ -445,6 +468,8 @@ function benchCommandFor(r: BenchResults, dir: string): string {
   const args = ["mixcache", "bench", "--preset", p.preset, "--model", r.model.dir, "--methods", p.methods.filter((m) => m !== "none").join(",") || "none", "--steps", String(p.steps)];
   if (p.promptSource === "explicit") for (const x of p.prompts) args.push("--prompt", x.text);
   else args.push("--prompts", String(p.prompts.length));
+  args.push("--seeds", p.seeds.join(","));
+  if (p.oracle) args.push("--oracle", p.oracle.file);
   args.push("--threads", String(r.machine.ortThreads), "--out", dir);
   return args.map(q).join(" ");
 }
@@ -510,11 +535,12 @@ ${cards(r)}
 </section>
 <section id="pareto">
 <h2>Pareto chart</h2>
-${plotFigure(plot("pareto"), "Compute speedup vs PSNR (a), one line per method over its operating points (ordered by speedup). MixCache variants are thick and labelled; ringed points are defaults. Outputs identical to the reference have an infinite PSNR (stored as the 100 dB cap) and are drawn on the dashed top line instead of stretching the axis.", "pareto-chart")}
+${plotFigure(plot("pareto"), "Compute speedup vs PSNR (a), one line per method over its operating points (ordered by speedup). MixCache variants are thick and labelled; ringed points are defaults. Outputs identical to the reference have an infinite PSNR (stored as the 100 dB cap) and are drawn on the dashed top line instead of stretching the axis." + (p.oracle ? ` Dashed grey lines with squares: the oracle bound, ${e(p.oracle.note)}.` : ""), "pareto-chart")}
 </section>
 <section id="tables">
 <h2>Tables</h2>
 ${headlineTables(r)}
+${oracleTable(r)}
 <h3>All operating points</h3>
 <p class="note">PSNR (a) = mean over frames of per-frame PSNR, (b) = one MSE over the clip; “= ref” = bit-identical as displayed; † = some rows identical (counted as the cap). Adherence: the uncached output's detection rate → this point's (red = lower). Files: ${extraFiles.map((f) => `<a href="../${e(f)}">${e(f)}</a>`).join(", ") || "–"}.</p>
 ${fullTable(r)}

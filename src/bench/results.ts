@@ -18,6 +18,7 @@ import type { TraceRow } from "../pipeline/hooks.ts";
 import { median } from "../tensor/stats.ts";
 import type { RedundancyResult } from "./redundancy.ts";
 import type { BenchPrompt, PresetName, Protocol } from "./protocol.ts";
+import { ORACLE_SETS, type OracleInfo, type OracleTag } from "./oracle.ts";
 
 /** Version of results.json. */
 export const RESULTS_SCHEMA = 1;
@@ -110,6 +111,8 @@ export interface SummaryRow {
   heldout: { n: number; psnrFrame: number | null; adherence: number | null; adherenceRef: number | null };
   cachePeakBytes: number;
   cacheMB: number;
+  /** oracle points (method `oracle`): the schedule's set, target and the planner's own numbers */
+  oracle?: OracleTag;
 }
 
 export interface BenchResults {
@@ -135,8 +138,10 @@ export interface BenchResults {
     methods: string[];
     /** operating points left out because their strategy refused to build (see protocol.buildPoints) */
     skipped: Array<{ method: string; options: Record<string, unknown>; error: string }>;
-    points: Array<{ id: string; method: string; tag: string; granularity: string; options: Record<string, unknown>; config: Record<string, unknown>; default: boolean; configHash: string }>;
+    points: Array<{ id: string; method: string; tag: string; granularity: string; options: Record<string, unknown>; config: Record<string, unknown>; default: boolean; configHash: string; oracle?: OracleTag }>;
     metrics: Record<string, unknown>;
+    /** the oracle file benched with --oracle (absent or null: none) */
+    oracle?: OracleInfo | null;
   };
   session: { id: string; rowsTotal: number; rowsDone: number; rowsRun: number; rowsReused: number; wallS: number; warmupMs: number | null; complete: boolean; warnings: string[] };
   rows: BenchRow[];
@@ -200,16 +205,26 @@ export function summarize(p: Protocol, rows: BenchRow[]): SummaryRow[] {
       },
       cachePeakBytes: peak,
       cacheMB: peak / 2 ** 20,
+      ...(pt.oracle ? { oracle: pt.oracle } : {}),
     });
   }
   // JSON has no NaN: numbers a point has no rows for become null in the file (see toJson)
   return out;
 }
 
-/** Points in table order: methods in protocol order (`none` first), points by compute speedup. */
-export function tableOrder(p: Protocol, summary: SummaryRow[]): SummaryRow[] {
+/** Points in table order: methods in protocol order (`none` first), points by compute speedup;
+ * oracle points last, by target and set (hybrid, step, cfg, block). */
+export function tableOrder(p: Pick<Protocol, "methods">, summary: SummaryRow[]): SummaryRow[] {
   const mi = new Map(p.methods.map((m, i) => [m, m === "none" ? -1 : i]));
-  return [...summary].sort((a, b) => (mi.get(a.method)! - mi.get(b.method)!) || (a.computeSpeedup - b.computeSpeedup) || a.point.localeCompare(b.point));
+  const rank = (s: SummaryRow) => (s.oracle ? p.methods.length : mi.get(s.method) ?? p.methods.length);
+  const setRank = (s: SummaryRow) => {
+    const i = (ORACLE_SETS as readonly string[]).indexOf(s.oracle?.set ?? "");
+    return i < 0 ? ORACLE_SETS.length : i;
+  };
+  return [...summary].sort((a, b) =>
+    rank(a) - rank(b) ||
+    (a.oracle && b.oracle ? a.oracle.target - b.oracle.target || setRank(a) - setRank(b) : 0) ||
+    (a.computeSpeedup - b.computeSpeedup) || a.point.localeCompare(b.point));
 }
 
 /** JSON with non-finite numbers written as null (documented nulls, never NaN/Infinity strings). */

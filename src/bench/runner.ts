@@ -40,7 +40,7 @@ import { PSNR_CAP_DB, SSIM_DEFAULTS, LUMA_BT601, compareClips, type QualityRepor
 import { writeFileAtomic } from "../util/atomic.ts";
 import { lockDir, tookOverNote } from "./lock.ts";
 import { RedundancyRecorder } from "./redundancy.ts";
-import { ROW_SCHEMA, buildProtocol, rowKey, type BenchPrompt, type OperatingPoint, type Protocol, type ProtocolOptions } from "./protocol.ts";
+import { ROW_SCHEMA, buildProtocol, groupPoints, rowKey, type BenchPrompt, type OperatingPoint, type Protocol, type ProtocolOptions } from "./protocol.ts";
 import { RESULTS_SCHEMA, summarize, tableOrder, toJson, type BenchResults, type BenchRow, type RowAdherence } from "./results.ts";
 import { appendJournal, clipName, fromBytes, loadF32, readJournal, saveF32, toBytes } from "./journal.ts";
 import { renderCsv, renderMarkdown } from "./render.ts";
@@ -142,13 +142,15 @@ async function runLocked(o: BenchOptions, p: Protocol, t0: number, notes: string
   let rowsTotal = 0;
   for (const seed of p.seeds)
     for (const prompt of p.prompts) {
-      const todo = p.points.filter((pt) => !done.has(rowKey(p.hash, pt, seed, prompt.text)));
-      rowsTotal += p.points.length;
+      // oracle points only where they were planned (protocol.groupPoints)
+      const pts = groupPoints(p, prompt.text, seed);
+      const todo = pts.filter((pt) => !done.has(rowKey(p.hash, pt, seed, prompt.text)));
+      rowsTotal += pts.length;
       groups.push({ prompt, seed, todo });
     }
   const rowsTodo = groups.reduce((s, g) => s + g.todo.length, 0);
   const rowsReused = rowsTotal - rowsTodo;
-  const warnings = new Set<string>(notes);
+  const warnings = new Set<string>([...notes, ...p.notes]);
   if (!rgb) warnings.add(`model ${model.name} works in a ${shape.channels}-channel latent space: PSNR and SSIM compare the final latents (not decoded frames), and no adherence is scored`);
   const gen = (prompt: string, seed: number, pt: OperatingPoint | null, cache = pt?.cache, onStep?: (d: number, t: number) => void) =>
     // latent-space models (a VAE) are compared on their final latents: decoding every row would
@@ -297,9 +299,10 @@ function assemble(
   // rows in plan order (seed, prompt, point), only those of this protocol's plan
   const rows: BenchRow[] = [];
   for (const g of groups)
-    for (const pt of p.points) {
+    for (const pt of groupPoints(p, g.prompt.text, g.seed)) {
       const r = done.get(rowKey(p.hash, pt, g.seed, g.prompt.text));
-      if (r) rows.push(r);
+      // the row's point id as this protocol names it (the key holds its tag and config, not the id)
+      if (r) rows.push(r.point === pt.id ? r : { ...r, point: pt.id });
     }
   const traces: BenchResults["traces"] = [];
   const clean = rows.map((r) => {
@@ -323,7 +326,8 @@ function assemble(
       prompts: p.prompts.map((x) => ({ ...x, sheet: p.shape.channels === 3 ? `frames/${x.index}.png` : null })),
       methods: p.methods,
       skipped: p.skipped,
-      points: p.points.map((x) => ({ id: x.id, method: x.method, tag: x.tag, granularity: x.granularity, options: x.options, config: x.config, default: x.isDefault, configHash: x.configHash })),
+      points: p.points.map((x) => ({ id: x.id, method: x.method, tag: x.tag, granularity: x.granularity, options: x.options, config: x.config, default: x.isDefault, configHash: x.configHash, ...(x.oracle ? { oracle: x.oracle } : {}) })),
+      oracle: p.oracle,
       metrics: {
         pixels: "p = clamp(x / 2 + 0.5, 0, 1)",
         psnrFrame: "mean over frames of per-frame PSNR (peak 1); frames with MSE 0 count as the cap",

@@ -8,7 +8,9 @@ import { join } from "node:path";
 import { UsageError } from "../errors.ts";
 import { inspectModel, loadModel } from "../models/load.ts";
 import { strategyNames } from "../cache/registry.ts";
-import { PRESETS, PRESET_NAMES, resolveMethods, type PresetName } from "../bench/protocol.ts";
+import { PRESETS, PRESET_NAMES, benchPrompts, resolveMethods, type PresetName } from "../bench/protocol.ts";
+import { checkOracleModel, checkOraclePrompts, readOracle, type OracleFile } from "../bench/oracle.ts";
+import { loadVocab } from "../data/shapes.ts";
 import { runBench } from "../bench/runner.ts";
 import type { SummaryRow } from "../bench/results.ts";
 import { helpText, parseArgs, type FlagDef, type Command } from "./args.ts";
@@ -27,6 +29,7 @@ const FLAGS: FlagDef[] = [
   { name: "prompt", type: "list", placeholder: "TEXT", doc: "explicit prompt instead of the preset's list, repeatable" },
   { name: "seeds", type: "string", placeholder: "A,B", doc: `seeds in 0..${SEED_MAX} instead of the preset's (full: 0,1); rows of other seeds in the journal stay valid` },
   { name: "fresh", type: "bool", doc: "ignore and delete the journal in --out: rerun every row" },
+  { name: "oracle", type: "string", placeholder: "FILE", doc: "also run the schedules of an oracle file (`mixcache plan --on-bench N ... --out FILE`, e.g. docs/oracle/reference.json) as rows oracle-<set>@<target>x, on the prompts and seeds they were planned on" },
   { name: "frames", type: "int", placeholder: "N", min: 1, doc: "video frames (diffusers folders; default: the model's)" },
   { name: "height", type: "int", placeholder: "H", min: 1, doc: "video height in pixels (diffusers folders)" },
   { name: "width", type: "int", placeholder: "W", min: 1, doc: "video width in pixels (diffusers folders)" },
@@ -35,8 +38,9 @@ const FLAGS: FlagDef[] = [
   HELP_FLAG,
 ];
 
+/** The fastest method point at a quality floor (oracle rows are a bound, not a method: left out). */
 function bestAt(summary: SummaryRow[], floor: number): SummaryRow | undefined {
-  return summary.filter((s) => s.method !== "none" && s.psnrFrame !== null && s.psnrFrame >= floor).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
+  return summary.filter((s) => s.method !== "none" && !s.oracle && s.psnrFrame !== null && s.psnrFrame >= floor).sort((a, b) => b.computeSpeedup - a.computeSpeedup)[0];
 }
 
 /** "0,1" -> [0, 1]; each a plain decimal integer in 0..2^32-1 (the noise seed range), no repeats. */
@@ -78,7 +82,16 @@ export const benchCommand: Command = {
     const outDir = (f.out as string | undefined) ?? join("bench-out", preset);
     checkOutputDir("--out", outDir);
 
+    // the oracle file, its model and step count, and (with the preset's prompts) its prompts: checked before anything loads
+    const oracle: OracleFile | undefined = f.oracle === undefined ? undefined : readOracle(f.oracle as string);
     const info = inspectModel(f.model as string | undefined);
+    if (oracle) {
+      checkOracleModel(oracle, { name: info.name, steps: steps ?? info.defaults.steps, guidance: info.defaults.guidance, shift: info.defaults.shift, sampler: info.defaults.sampler });
+      const explicit = f.prompt as string[] | undefined;
+      const n = nPrompts ?? (explicit?.length ? explicit.length : PRESETS[preset as PresetName].prompts);
+      const texts = explicit?.length ? explicit.slice(0, n) : info.vocabPath ? benchPrompts(loadVocab(info.vocabPath), n).map((x) => x.text) : null;
+      if (texts) checkOraclePrompts(oracle, texts, seeds ?? PRESETS[preset as PresetName].seeds);
+    }
     const sized = f.frames !== undefined || f.height !== undefined || f.width !== undefined;
     const shape = sized ? resolveLatentShape(info, { frames: f.frames as number | undefined, height: f.height as number | undefined, width: f.width as number | undefined }).shape : undefined;
     const loadBar = new ProgressBar("loading ");
@@ -87,7 +100,7 @@ export const benchCommand: Command = {
     try {
       const r = await runBench({
         model, outDir, preset: preset as PresetName, methods, steps, nPrompts, prompts: f.prompt as string[] | undefined,
-        seeds, fresh: Boolean(f.fresh), threads, shape,
+        seeds, fresh: Boolean(f.fresh), threads, shape, oracle,
         onProgress: (d, t, label) => bar.update(d, Math.max(1, t), label),
       });
       bar.done();
@@ -99,12 +112,13 @@ export const benchCommand: Command = {
           out: outDir, files: r.files, rows_run: r.rowsRun, rows_reused: r.rowsReused, rows_total: res.session.rowsTotal,
           preset: p.preset, protocol: p.hash, points: p.points.length, prompts: p.prompts.length, seeds: p.seeds, steps: p.steps,
           wall_s: Number(res.session.wallS.toFixed(2)),
-          summary: res.summary.map((s) => ({ point: s.point, method: s.method, default: s.default, n: s.n, compute_speedup: s.computeSpeedup, wall_speedup: s.wallSpeedup, efficiency: s.efficiency, psnr_frame: s.psnrFrame, psnr_clip: s.psnrClip, ssim: s.ssim, adherence: s.adherence?.mean ?? null, adherence_ref: s.adherenceRef?.mean ?? null, cache_peak_bytes: s.cachePeakBytes })),
+          summary: res.summary.map((s) => ({ point: s.point, method: s.method, default: s.default, ...(s.oracle ? { oracle: { set: s.oracle.set, target: s.oracle.target } } : {}), n: s.n, compute_speedup: s.computeSpeedup, wall_speedup: s.wallSpeedup, efficiency: s.efficiency, psnr_frame: s.psnrFrame, psnr_clip: s.psnrClip, ssim: s.ssim, adherence: s.adherence?.mean ?? null, adherence_ref: s.adherenceRef?.mean ?? null, cache_peak_bytes: s.cachePeakBytes })),
         }, (_k, x) => (typeof x === "number" && !Number.isFinite(x) ? null : x)) + "\n");
       } else {
         process.stdout.write(
           `bench ${p.preset}: ${p.points.length} points x ${p.prompts.length} prompts x ${p.seeds.length} seed(s), ${p.steps} steps = ${res.session.rowsTotal} rows ` +
             `(${r.rowsRun} run, ${r.rowsReused} resumed) in ${fmtTime(res.session.wallS)}` +
+            (p.oracle ? ` (${p.points.filter((x) => x.oracle).length} of the points: oracle schedules of ${p.oracle.file}, on ${p.oracle.promptIndices.length} prompt(s) x ${p.oracle.runSeeds.length} seed(s))` : "") +
             (best ? `; fastest at PSNR >= 30 dB: ${best.tag} ${best.computeSpeedup.toFixed(2)}x compute, ${best.wallSpeedup.toFixed(2)}x wall, ${best.psnrFrame!.toFixed(1)} dB` : "; no point reaches PSNR 30 dB") +
             `\n  wrote ${r.files.json}, ${r.files.md}, ${r.files.csv}, ${r.files.sheets.length} contact sheet(s) in ${join(outDir, "frames")}, journal ${r.files.journal}\n`,
         );
