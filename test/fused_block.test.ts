@@ -78,11 +78,13 @@ test("the loop: uncached (fused) run equals a module-hooked run bit for bit, wit
   await model.release();
 });
 
-test("module caches that compute a whole block take its residuals from one fused call: the same bits and accounting as module calls", async () => {
+test("module caches run a block in one fused call, reused residuals fed in: the same bits and accounting as module calls", async () => {
   const { config, weights } = tinyWan(5, { num_layers: 3 });
   const fused = await WanModel.load(config, mapSource(weights), { threads: 1, fusedBlocks: true });
   const modules = await WanModel.load(config, mapSource(weights), { threads: 1, fusedBlocks: false });
-  assert.ok(fused.fusedBlocks && !modules.fusedBlocks);
+  // fused blocks, but no budget for the sessions with given residuals: those blocks run module by module
+  const noPartial = await WanModel.load(config, mapSource(weights), { threads: 1, fusedBlocks: true, partialBlocksMaxBytes: 0 });
+  assert.ok(fused.fusedBlocks && !modules.fusedBlocks && noPartial.fusedBlocks);
   const r = rng(6);
   const S = 5;
   const cond = { data: randomArray(S * config.text_dim, r), tokens: S };
@@ -90,22 +92,77 @@ test("module caches that compute a whole block take its residuals from one fused
   const shape = { channels: config.in_channels, frames: 2, height: 6, width: 4 };
   const { makeCache } = await import("../src/cache/registry.ts");
   // (FORA and TaylorSeer with modules=all hook the body instead: test/cache_body_form.test.ts)
-  for (const [name, opts] of [["pab", { t_lo: -1, t_hi: 1000 }], ["taylorseer", { modules: "attn" }], ["fastercache", {}]] as const) {
+  const cases = [
+    ["pab", { t_lo: -1, t_hi: 1000 }],
+    // every module broadcast at the same steps: blocks whose three residuals are all given
+    ["pab", { t_lo: -1, t_hi: 1000, sa_range: 2, ca_range: 2, ffn_range: 2 }],
+    ["taylorseer", { modules: "attn" }],
+    ["fastercache", {}],
+  ] as const;
+  for (const [name, opts] of cases) {
     const run = async (model: WanModel) => {
       const att = makeCache(name, opts, { profilesDir: "" }).attach();
-      let residualCalls = 0;
+      let calls = 0, partial = 0, fusedOut = 0, withWeights = 0;
       const orig = model.blockModules.bind(model);
-      model.blockModules = async (...a) => (residualCalls++, orig(...a));
+      model.blockModules = async (b, g, h, t, p, plan) => {
+        calls++;
+        const out = await orig(b, g, h, t, p, plan);
+        const given = plan.map((e) => e instanceof Float32Array);
+        if (out && given.some((x) => x)) partial++;
+        if (out && given.some((x) => x) && given.some((x) => !x)) withWeights++;
+        if (out) fusedOut++;
+        return out;
+      };
       const res = await denoise({ model, cond, uncond, shape, steps: 8, guidance: 4, shift: 3, seed: 3, sampler: "unipc", hooks: att.hooks });
       model.blockModules = orig;
-      return { res, residualCalls };
+      return { res, calls, partial, fusedOut, withWeights };
     };
-    const a = await run(fused), b = await run(modules);
-    assert.ok(a.residualCalls > 0, `${name}: the fused residual call is used`);
-    assert.deepEqual(a.res.latent, b.res.latent, `${name}: fused residuals vs module calls`);
-    assert.equal(a.res.stats.macsExecuted, b.res.stats.macsExecuted);
-    assert.deepEqual(a.res.stats.computed, b.res.stats.computed);
+    const a = await run(fused), b = await run(modules), c = await run(noPartial);
+    const label = `${name} ${JSON.stringify(opts)}`;
+    assert.ok(a.calls > 0 && a.fusedOut === a.calls, `${label}: every planned block runs fused`);
+    assert.ok(a.partial > 0, `${label}: blocks with reused residuals run fused too`);
+    assert.equal(b.fusedOut, 0);
+    assert.equal(a.withWeights > 0, !("ffn_range" in opts), `${label}: blocks with reused and computed modules run fused`);
+    // (a block whose residuals are all given holds no weights: it fits any budget)
+    assert.equal(c.withWeights, 0, `${label}: no session with weights past the budget`);
+    for (const [other, what] of [[b, "module calls"], [c, "module calls past the budget"]] as const) {
+      const d = maxDiff(a.res.latent, other.res.latent).diff;
+      console.log(`  ${label}: fused (${a.partial} of ${a.calls} block calls with given residuals) vs ${what}: max|diff| ${d} (tolerance 0)`);
+      assert.deepEqual(a.res.latent, other.res.latent, `${label}: fused vs ${what}`);
+      assert.equal(a.res.stats.macsExecuted, other.res.stats.macsExecuted);
+      assert.deepEqual(a.res.stats.computed, other.res.stats.computed);
+    }
   }
-  await fused.release();
-  await modules.release();
+  for (const m of [fused, modules, noPartial]) await m.release();
+});
+
+test("one fused call with some residuals given: the kept residuals and the block output equal module calls bit for bit", async () => {
+  const { config, model } = await setup();
+  const r = rng(12);
+  const S = 4;
+  const grid = model.gridFor(2, 6, 4);
+  const g = await model.prepareGrid(grid);
+  const p = await model.encodePrompt({ data: randomArray(S * config.text_dim, r), tokens: S });
+  const time = await model.time(431);
+  const x = randomArray(g.L * dimOf(config), r);
+  const given = randomArray(g.L * dimOf(config), r);
+  for (const plan of [["keep", given, "keep"], [given, "compute", "keep"], ["keep", "keep", given], [given, given, given], ["compute", "compute", "compute"]] as const) {
+    const got = await model.blockModules(1, g, x, time, p, plan);
+    assert.ok(got);
+    let h = x;
+    const want: (Float32Array | null)[] = [];
+    for (let m = 0; m < 3; m++) {
+      const e = plan[m];
+      const res = e instanceof Float32Array ? e : await model.module(1, m, g, h, time, p);
+      want.push(e === "keep" ? res : null);
+      const nh = new Float32Array(h.length);
+      for (let j = 0; j < h.length; j++) nh[j] = h[j] + res[j];
+      h = nh;
+    }
+    const label = plan.map((e) => (e instanceof Float32Array ? "given" : e)).join(",");
+    console.log(`  [${label}]: block output vs module calls max|diff| ${maxDiff(got.out, h).diff} (tolerance 0)`);
+    assert.deepEqual(got.out, h, label);
+    assert.deepEqual(got.residuals, want, label);
+  }
+  await model.release();
 });

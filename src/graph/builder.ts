@@ -85,6 +85,11 @@ export class Graph {
     });
   }
 
+  /** Bytes of the initializers registered so far (weights and constants). */
+  get initializerBytes(): number {
+    return this.inits.reduce((a, t) => a + t.raw.byteLength, 0);
+  }
+
   /** A float32 initializer (weights). The array is referenced, not copied, until toModel(). */
   weight(name: string, data: Float32Array, dims: number[]): Value {
     return this.initializer(name, data, dims, DType.FLOAT, () => new Uint8Array(data.buffer, data.byteOffset, data.byteLength));

@@ -82,10 +82,14 @@ export interface FamilyMacs {
   prompt: number;
 }
 
-/** A block run in one call: each module's residual, the state each module reads, the block output. */
+/** What a module does in a planned block (a module cache's decision, pipeline/hooks.ts
+ * planModules): use this residual without computing, compute it and return its residual
+ * ("keep"), or compute it for the block only. */
+export type ModulePlan = Float32Array | "keep" | "compute";
+
+/** A block run in one call: the residual of each module asked for (null for the others), and the block output. */
 export interface BlockModulesOut {
-  residuals: Float32Array[];
-  inputs: Float32Array[];
+  residuals: (Float32Array | null)[];
   out: Float32Array;
 }
 
@@ -119,8 +123,10 @@ export interface DiTModel {
   head(g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<Float32Array>;
   macs(g: GridHandle, p: PromptHandle): FamilyMacs;
   /** Optional: block b in one fused call, bit-identical to calling `module` for each module in
-   * turn and adding the residuals; null when the family has no such call for it. */
-  blockModules?(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<BlockModulesOut | null>;
+   * turn and adding the residuals. Per module, `plan[m]` is a residual to use instead of computing
+   * it (a cache's reuse), "keep" (compute it and return its residual) or "compute". Null when the
+   * family has no such call for this combination (the loop then calls the modules one by one). */
+  blockModules?(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle, plan: readonly ModulePlan[]): Promise<BlockModulesOut | null>;
   release(): Promise<void>;
 }
 

@@ -424,10 +424,27 @@ async function loadWanTransformer(dir: string, config: WanConfig, backend: Backe
   try {
     validateKeys(ckpt, expectedShapes(config));
     const transformer = await WanModel.load(config, { read: (k) => ckpt.readF32(k) }, { ...backend, graphs: { dtype } }, onProgress);
-    // grid-specific stages (patch, head) are built later, per latent size: keep their few small tensors
+    // grid-specific stages (patch, head) are built later, per latent size: keep their few small
+    // tensors; any other weight a later stage needs (a fused block with some modules given) is read
+    // again from the checkpoint, which is opened for that read only
     const small = new Map<string, Float32Array>();
     for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
-    transformer.setWeightSource({ read: (k) => { const v = small.get(k); if (!v) throw new MixCacheError("WEIGHTS", `weight ${k} was released after loading`); return v; } });
+    const shapes = expectedShapes(config);
+    transformer.setWeightSource({
+      read: (k) => {
+        const v = small.get(k);
+        if (v) return v;
+        const again = openCheckpoint(dir);
+        try {
+          const w = again.readF32(k);
+          const n = shapes.get(k)?.reduce((a, b) => a * b, 1);
+          if (w.length !== n) throw new MixCacheError("WEIGHTS", `weight ${k} in ${dir} has ${w.length} values now, ${n} when the model was loaded`, "the checkpoint changed on disk after loading: load the model again");
+          return w;
+        } finally {
+          again.close();
+        }
+      },
+    });
     return transformer;
   } finally {
     ckpt.close();

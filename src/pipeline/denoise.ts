@@ -174,29 +174,32 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
         const blockCompute = (b: number) => async (hIn: Float32Array) => {
           stats.block();
           const decl = blocks[b];
-          // a module cache computing every module of this block: one fused call for all residuals
-          const all = hooks.module && pm.blockModules && !decl.parallel && hooks.computesAllModules?.(ctx, b) ? await pm.blockModules(b, g, hIn, btime, p) : null;
-          if (all) {
-            const got: Float32Array[] = [];
-            for (let m = 0; m < decl.modules.length; m++) {
-              const compute = async () => {
-                stats.module(decl.modules[m].name, bm.module[b][m]);
-                return all.residuals[m];
-              };
-              got.push(await hooks.module!(ctx, b, decl.modules[m], all.inputs[m], compute));
+          const mods = decl.modules;
+          // a module cache that decides per block: the modules it reuses are given, the others are
+          // computed, all in one fused call where the family has one
+          const plan = hooks.planModules && !decl.parallel ? await hooks.planModules(ctx, b) : null;
+          if (plan) {
+            const fused = pm.blockModules ? await pm.blockModules(b, g, hIn, btime, p, plan) : null;
+            let h = hIn;
+            for (let m = 0; m < mods.length; m++) {
+              const e = plan[m];
+              let r: Float32Array | null = null;
+              if (e instanceof Float32Array) r = e;
+              else {
+                stats.module(mods[m].name, bm.module[b][m]);
+                if (!fused) r = await pm.module(b, m, g, h, btime, p);
+                else if (e === "keep") r = fused.residuals[m];
+                if (e === "keep") hooks.keepModule?.(ctx, b, mods[m], r!);
+              }
+              if (!fused) h = await addLarge(h, r!); // a new array: h may be held by a cache
             }
-            // every hook handed back the residual it was given: the block output is the fused one
-            if (got.every((r, m) => r === all.residuals[m])) return all.out;
-            // a hook returned something else after saying it would compute: add what it returned
-            let h2 = hIn;
-            for (const r of got) h2 = await addLarge(h2, r);
-            return h2;
+            return fused ? fused.out : h;
           }
           let h = hIn;
-          for (let m = 0; m < decl.modules.length; m++) {
+          for (let m = 0; m < mods.length; m++) {
             const compute = moduleCall(b, m);
             const input = decl.parallel ? hIn : h; // parallel modules all read the block input
-            const r = hooks.module ? await hooks.module(ctx, b, decl.modules[m], input, compute) : await compute(input);
+            const r = hooks.module ? await hooks.module(ctx, b, mods[m], input, compute) : await compute(input);
             h = await addLarge(h, r); // a new array: h may be held by a cache
           }
           return h;

@@ -13,7 +13,9 @@
  * Blocks and modules are the family's declarations (models/family.ts): strategies pick modules by
  * role (self-attn, cross-attn, joint-attn, mlp), never by a family's names.
  */
-import type { BlockDecl, FamilyMacs, ModuleDecl, TimeOut } from "../models/family.ts";
+import type { BlockDecl, FamilyMacs, ModuleDecl, ModulePlan, TimeOut } from "../models/family.ts";
+
+export type { ModulePlan };
 import type { LatentShape } from "../models/types.ts";
 import type { ApproxMode } from "../schedulers/types.ts";
 
@@ -83,10 +85,18 @@ export interface Hooks {
   /** Around one module: h -> residual contribution. Cache keys use `mod.name` (unique within a
    * block); `mod.role` says what it does. */
   module?(ctx: BranchCtx, block: number, mod: ModuleDecl, h: Float32Array, compute: (h: Float32Array) => Promise<Float32Array>): Promise<Float32Array>;
-  /** A module-level cache says, before block `index` runs, that it will call `compute` for every
-   * module of the block this time; the loop may then compute them in one fused call and hand each
-   * module hook its residual (the same values). Absent or false: one call per module. */
-  computesAllModules?(ctx: BranchCtx, index: number): boolean;
+  /**
+   * A module-level cache decides, before block `index` runs, what each of its modules does this
+   * time (ModulePlan): reuse a residual, compute and keep it, or just compute. The decision, its
+   * bookkeeping and the reused value all happen here, once; the loop then runs the block (in one
+   * fused call with the reused residuals fed in where the family has one: models/family.ts
+   * blockModules) and hands each "keep" residual to `keepModule`. A cache with this hook is not
+   * asked `module` for sequential blocks; parallel blocks (all modules read the block input) still
+   * go through `module`.
+   */
+  planModules?(ctx: BranchCtx, index: number): readonly ModulePlan[] | Promise<readonly ModulePlan[]>;
+  /** The residual of a module `planModules` marked "keep", after the block ran. */
+  keepModule?(ctx: BranchCtx, index: number, mod: ModuleDecl, residual: Float32Array): void;
   /** Whether this step's velocity is approximate, for the sampler's `approx` mode (default: the
    * step executed less than a full step's compute). Replays of exact velocities say false. */
   approximate?(step: StepInfo): boolean | undefined;

@@ -43,13 +43,17 @@ import { fmt } from "../knobs.ts";
 import { extrapolate } from "../../tensor/ops.ts";
 import { extrapolateLarge } from "../../graph/elementwise.ts";
 import { fft2, ifft2, lowFrequencyMask } from "../../tensor/fft.ts";
-import type { TraceRow } from "../../pipeline/hooks.ts";
+import type { Branch, TraceRow } from "../../pipeline/hooks.ts";
+import type { ModuleDecl, ModulePlan } from "../../models/family.ts";
 import type { LatentShape } from "../../models/types.ts";
 
 /** FasterCache attention approximation o_a + w (o_a - o_b). */
 export function fasterCacheExtrapolate(last: Float32Array, prev: Float32Array, w: number): Float32Array {
   return extrapolate(last, prev, w);
 }
+
+/** The modules FasterCache approximates: attention over the video tokens. */
+const isVideoAttn = (m: ModuleDecl) => m.role === "self-attn" || m.role === "joint-attn";
 
 /** Attention decision: approximate at step `index` given the module's last compute step (or -1)? */
 function attnApproximates(range: number, lo: number, hi: number, index: number, timestep: number, lastAt: number): boolean {
@@ -192,6 +196,28 @@ export const fastercache = defineStrategy({
         const cfg = { has: false, sLow: 1, sHigh: 1, skipped: 0, action: "none" as string };
         const trace: TraceRow[] = [];
 
+        /** The extrapolated attention when module `mod` is approximated at this step (counted), else null. */
+        const approximate = async (branch: Branch, block: number, mod: ModuleDecl, index: number, timestep: number): Promise<Float32Array | null> => {
+          if (!isVideoAttn(mod)) return null;
+          const s = st[branch];
+          const key = `${branch}.${block}.${mod.name}`;
+          const last = store.get(`${key}.last`);
+          if (!last || !attnApproximates(c.attn_range, c.attn_t_lo, c.attn_t_hi, index, timestep, s.lastAt.get(key) ?? -1)) return null;
+          const prev = store.get(`${key}.prev`);
+          s.approx++;
+          s.approxTotal++;
+          // one onnxruntime call in float32 (within an ulp of fasterCacheExtrapolate's float64 form)
+          return prev ? extrapolateLarge(last, prev, c.weight) : last;
+        };
+        // FasterCache approximates the attention over the video tokens (Wan sa; joint attention in MMDiT families)
+        const keeps = (m: ModuleDecl) => c.attn_range > 1 && isVideoAttn(m);
+        /** A computed attention output becomes the newest of the two the extrapolation reads. */
+        const keep = (branch: Branch, key: string, out: Float32Array, index: number) => {
+          const last = store.get(`${key}.last`);
+          if (last) store.set(`${key}.prev`, last);
+          store.set(`${key}.last`, out);
+          st[branch].lastAt.set(key, index);
+        };
         const resolveDims = (): LatentShape => {
           if (!dims) throw new Error("fastercache: beginRun was not called");
           return dims;
@@ -206,39 +232,24 @@ export const fastercache = defineStrategy({
               for (const s of Object.values(st)) s.computed = s.approx = 0;
               cfg.action = "none";
             },
-            computesAllModules(ctx, block) {
-              const s = st[ctx.branch];
-              return ctx.blocks[block].modules.every((m) => {
-                if (m.role !== "self-attn" && m.role !== "joint-attn") return true;
-                const key = `${ctx.branch}.${block}.${m.name}`;
-                return !(attnApproximates(c.attn_range, c.attn_t_lo, c.attn_t_hi, ctx.step.index, ctx.step.timestep, s.lastAt.get(key) ?? -1) && store.has(`${key}.last`));
-              });
+            // one decision per module and step: here for sequential blocks (the loop runs the
+            // block in one call with the extrapolated attention fed in), in `module` for parallel ones
+            async planModules(ctx, block) {
+              const out: ModulePlan[] = [];
+              for (const m of ctx.blocks[block].modules) {
+                const approx = await approximate(ctx.branch, block, m, ctx.step.index, ctx.step.timestep);
+                if (!approx) st[ctx.branch].computed++;
+                out.push(approx ?? (keeps(m) ? "keep" : "compute"));
+              }
+              return out;
             },
+            keepModule: (ctx, block, mod, r) => keep(ctx.branch, `${ctx.branch}.${block}.${mod.name}`, r, ctx.step.index),
             async module(ctx, block, mod, h, compute) {
-              const s = st[ctx.branch];
-              // FasterCache approximates the attention over the video tokens (Wan sa; joint attention in MMDiT families)
-              if (mod.role !== "self-attn" && mod.role !== "joint-attn") {
-                s.computed++;
-                return compute(h);
-              }
-              const key = `${ctx.branch}.${block}.${mod.name}`;
-              const lastAt = s.lastAt.get(key) ?? -1;
-              if (attnApproximates(c.attn_range, c.attn_t_lo, c.attn_t_hi, ctx.step.index, ctx.step.timestep, lastAt) && store.has(`${key}.last`)) {
-                const last = store.get(`${key}.last`)!;
-                const prev = store.get(`${key}.prev`);
-                s.approx++;
-                s.approxTotal++;
-                // one onnxruntime call in float32 (within an ulp of fasterCacheExtrapolate's float64 form)
-                return prev ? extrapolateLarge(last, prev, c.weight) : last;
-              }
+              const approx = await approximate(ctx.branch, block, mod, ctx.step.index, ctx.step.timestep);
+              if (approx) return approx;
               const out = await compute(h);
-              s.computed++;
-              if (c.attn_range > 1) {
-                const last = store.get(`${key}.last`);
-                if (last) store.set(`${key}.prev`, last);
-                store.set(`${key}.last`, out);
-                s.lastAt.set(key, ctx.step.index);
-              }
+              st[ctx.branch].computed++;
+              if (keeps(mod)) keep(ctx.branch, `${ctx.branch}.${block}.${mod.name}`, out, ctx.step.index);
               return out;
             },
             async branch(ctx, compute) {

@@ -26,9 +26,9 @@
  *   before the block applies the current gate.
  */
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
-import type { TraceRow } from "../../pipeline/hooks.ts";
+import type { Branch, TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import type { ModuleRole } from "../../models/family.ts";
+import type { ModuleDecl, ModuleRole } from "../../models/family.ts";
 
 /** When is module `kind` broadcast (reused) at step `index`, timestep t? The decision alone. */
 function pabBroadcasts(range: number, lo: number, hi: number, index: number, timestep: number): boolean {
@@ -65,27 +65,35 @@ export const pab = defineStrategy({
         const store = new CacheStore();
         const st = perBranch(() => ({ computed: 0, reused: 0, reusedTotal: 0 }));
         const trace: TraceRow[] = [];
+        /** The cached residual when module `mod` is broadcast at this step (counted), else null. */
+        const broadcast = (branch: Branch, block: number, mod: ModuleDecl, index: number, timestep: number): Float32Array | null => {
+          const cached = store.get(`${branch}.${block}.${mod.name}`);
+          if (!cached || !pabBroadcasts(byRole[mod.role], lo, hi, index, timestep)) return null;
+          st[branch].reused++;
+          st[branch].reusedTotal++;
+          return cached;
+        };
         return {
           hooks: {
             beginStep() {
               for (const s of Object.values(st)) s.computed = s.reused = 0;
             },
-            computesAllModules(ctx, block) {
-              return ctx.blocks[block].modules.every((m) => !(store.get(`${ctx.branch}.${block}.${m.name}`) && pabBroadcasts(byRole[m.role], lo, hi, ctx.step.index, ctx.step.timestep)));
-            },
+            // one decision per module and step: here for sequential blocks (the loop runs the
+            // block in one call with the broadcast residuals fed in), in `module` for parallel ones
+            planModules: (ctx, block) =>
+              ctx.blocks[block].modules.map((m) => {
+                const cached = broadcast(ctx.branch, block, m, ctx.step.index, ctx.step.timestep);
+                if (cached) return cached;
+                st[ctx.branch].computed++;
+                return byRole[m.role] > 1 ? "keep" : "compute"; // a module that is never broadcast needs no cache
+              }),
+            keepModule: (ctx, block, mod, r) => store.set(`${ctx.branch}.${block}.${mod.name}`, r),
             async module(ctx, block, mod, h, compute) {
-              const s = st[ctx.branch];
-              const r = byRole[mod.role];
-              const key = `${ctx.branch}.${block}.${mod.name}`;
-              const cached = store.get(key);
-              if (cached && pabBroadcasts(r, lo, hi, ctx.step.index, ctx.step.timestep)) {
-                s.reused++;
-                s.reusedTotal++;
-                return cached;
-              }
+              const cached = broadcast(ctx.branch, block, mod, ctx.step.index, ctx.step.timestep);
+              if (cached) return cached;
               const out = await compute(h);
-              s.computed++;
-              if (r > 1) store.set(key, out); // a module that is never broadcast needs no cache
+              st[ctx.branch].computed++;
+              if (byRole[mod.role] > 1) store.set(`${ctx.branch}.${block}.${mod.name}`, out);
               return out;
             },
             endStep(step) {

@@ -33,8 +33,8 @@
  * - `modules=attn` reproduces diffusers' default hooking (attention modules only: sa, ca).
  */
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
-import type { Hooks, StepInfo, TraceRow } from "../../pipeline/hooks.ts";
-import type { ModuleDecl } from "../../models/family.ts";
+import type { Branch, Hooks, StepInfo, TraceRow } from "../../pipeline/hooks.ts";
+import type { ModuleDecl, ModulePlan } from "../../models/family.ts";
 import { addAxpyLarge, addLarge, axpyLarge, subLarge } from "../../graph/elementwise.ts";
 
 /** The decision alone: is step `index` a full step, given the last full step (or -1)? */
@@ -223,25 +223,38 @@ export const taylorseer = defineStrategy({
             return hL;
           },
         };
+        /** The Taylor forecast of module `mod` when it is forecast at this step (counted), else null. */
+        const forecast = async (branch: Branch, block: number, mod: ModuleDecl, index: number): Promise<Float32Array | null> => {
+          const s = decide(branch, index);
+          const key = `${branch}.${block}.${mod.name}`;
+          const m = meta.get(key);
+          if (s.full || !hooked(mod) || !m) return null;
+          s.reused++;
+          s.reusedTotal++;
+          return taylorForecast(factorsOf(key, m.orders), index - m.at);
+        };
         const moduleHooks: Hooks = {
           beginStep,
           endStep,
-          computesAllModules(ctx, block) {
-            const s = decide(ctx.branch, ctx.step.index);
-            return ctx.blocks[block].modules.every((m) => s.full || !hooked(m) || !meta.get(`${ctx.branch}.${block}.${m.name}`));
-          },
-          async module(ctx, block, mod, h, compute) {
-            const s = decide(ctx.branch, ctx.step.index);
-            const key = `${ctx.branch}.${block}.${mod.name}`;
-            const m = meta.get(key);
-            if (!s.full && hooked(mod) && m) {
-              s.reused++;
-              s.reusedTotal++;
-              return taylorForecast(factorsOf(key, m.orders), ctx.step.index - m.at);
+          // one decision per module and step: here for sequential blocks (the loop runs the block
+          // in one call with the forecasts fed in), in `module` for parallel ones
+          async planModules(ctx, block) {
+            const out: ModulePlan[] = [];
+            for (const m of ctx.blocks[block].modules) {
+              const f = await forecast(ctx.branch, block, m, ctx.step.index);
+              if (!f) decide(ctx.branch, ctx.step.index).computed++;
+              out.push(f ?? (N > 1 && hooked(m) ? "keep" : "compute"));
             }
+            return out;
+          },
+          keepModule: (ctx, block, mod, r) => update(`${ctx.branch}.${block}.${mod.name}`, r, ctx.step.index),
+          async module(ctx, block, mod, h, compute) {
+            const f = await forecast(ctx.branch, block, mod, ctx.step.index);
+            if (f) return f;
+            const s = decide(ctx.branch, ctx.step.index);
             const out = await compute(h);
             s.computed++;
-            if (N > 1 && hooked(mod)) update(key, out, ctx.step.index);
+            if (N > 1 && hooked(mod)) update(`${ctx.branch}.${block}.${mod.name}`, out, ctx.step.index);
             return out;
           },
         };

@@ -204,39 +204,50 @@ export function buildFfnGraph(c: WanConfig, w: WeightGetter, i: number, o: WanGr
  * Blocks [from, to) as one graph: x [1, L, D], tproj, cos, sin and every block's cross-attention
  * k{i}, v{i} -> h [1, L, D], with the residual adds (x <- x + sa; x <- x + ca; x <- x + ffn) inside.
  * The same module subgraphs as the per-module graphs, so both paths compute the same operations
- * (test/fused_block.test.ts checks they agree bit for bit).
+ * (test/fused_block.test.ts checks they agree bit for bit). For a single block, `given[m]` makes
+ * module m's residual an input g{m} instead of computing it (its weights are not read): a cache
+ * that reuses some modules of the block still runs it in one call.
  */
-export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to: number, o: WanGraphOptions = {}): Graph {
-  const g = blockGraph(to - from === 1 ? `block${from}` : `blocks${from}_${to}`, o);
+export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to: number, o: WanGraphOptions = {}, given: readonly boolean[] = []): Graph {
+  const single = to - from === 1;
+  const anyGiven = given.some(Boolean);
+  if (anyGiven && !single) throw new Error("buildBlocksGraph: given residuals are for a single block");
+  const g = blockGraph(single ? `block${from}${anyGiven ? `_given${[0, 1, 2].map((m) => (given[m] ? 1 : 0)).join("")}` : ""}` : `blocks${from}_${to}`, o);
   const D = dimOf(c);
   const H = c.num_attention_heads;
   const d = c.attention_head_dim;
   const fused = o.fused ?? true;
+  // inputs are declared when a computed module reads them (a block whose self attention is given
+  // reads no RoPE tables; one whose cross attention is given reads no K/V)
+  const once = <T>(make: () => T) => {
+    let v: T | undefined;
+    return () => (v ??= make());
+  };
   let x = g.input("x", [1, "L", D]);
-  const tproj = g.input("tproj", [1, 6, D]);
-  const cos = g.input("cos", ["L", d / 2]);
-  const sin = g.input("sin", ["L", d / 2]);
-  const single = to - from === 1;
+  const tproj = once(() => g.input("tproj", [1, 6, D]));
+  const cos = once(() => g.input("cos", ["L", d / 2]));
+  const sin = once(() => g.input("sin", ["L", d / 2]));
   for (let i = from; i < to; i++) {
-    const k = g.input(`k${i}`, [1, H, "S", d]);
-    const v = g.input(`v${i}`, [1, H, "S", d]);
-    const rs = [] as ReturnType<typeof selfAttn>[];
-    const states = [x];
-    rs.push(selfAttn(g, c, w, i, x, tproj, cos, sin, fused));
-    x = g.add(x, rs[0]);
-    states.push(x);
-    rs.push(crossAttn(g, c, w, i, x, k, v, fused));
-    x = g.add(x, rs[1]);
-    states.push(x);
-    rs.push(ffn(g, c, w, i, x, tproj, fused));
-    x = g.add(x, rs[2]);
-    // a single block also exposes its modules' residuals (r0 sa, r1 ca, r2 ffn) and the states
-    // between them (s1, s2): a cache that computes every module of the block this step takes them
-    // from one call (fetched only then)
+    const k = once(() => g.input(`k${i}`, [1, H, "S", d]));
+    const v = once(() => g.input(`v${i}`, [1, H, "S", d]));
+    const modules = [
+      (h: V) => selfAttn(g, c, w, i, h, tproj(), cos(), sin(), fused),
+      (h: V) => crossAttn(g, c, w, i, h, k(), v(), fused),
+      (h: V) => ffn(g, c, w, i, h, tproj(), fused),
+    ];
+    const rs: V[] = [];
+    modules.forEach((run, m) => {
+      // a given module's residual is an input (the value a cache reuses): the same Add as the
+      // module path's residual add, so the result is bit-identical to it
+      rs.push(given[m] ? g.input(`g${m}`, [1, "L", D]) : run(x));
+      x = g.add(x, rs[m]);
+    });
+    // a single block also exposes its computed modules' residuals (r0 sa, r1 ca, r2 ffn): a cache
+    // that keeps some of them this step takes them from the same call (fetched only then)
     if (single) {
-      rs.forEach((r, m) => g.output(r, `r${m}`, [1, "L", D]));
-      g.output(states[1], "s1", [1, "L", D]);
-      g.output(states[2], "s2", [1, "L", D]);
+      rs.forEach((r, m) => {
+        if (!given[m]) g.output(r, `r${m}`, [1, "L", D]);
+      });
     }
   }
   g.output(x, "h", [1, "L", D]);

@@ -8,7 +8,7 @@ import { StageSession, BackendOptions, type Feed } from "../../backend/ort.ts";
 import { ConfigError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
 import { WanConfig, dimOf, expectedShapes, parameterCount } from "./config.ts";
-import type { BlockDecl, BlockModulesOut, DiTModel, TimeOut as FamilyTimeOut, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../family.ts";
+import type { BlockDecl, BlockModulesOut, DiTModel, ModulePlan, TimeOut as FamilyTimeOut, FamilyMacs, GridHandle, PromptHandle, PromptInput } from "../family.ts";
 import { promptMacs, stageMacs } from "./macs.ts";
 import {
   Grid, WeightGetter, buildBlocksGraph, buildCrossAttnGraph, buildCrossKvGraph, buildFfnGraph, buildHeadGraph, buildPatchGraph,
@@ -27,6 +27,9 @@ export const FUSED_BLOCKS_MAX_WEIGHT_BYTES = 256 * 2 ** 20;
 export interface WanLoadOptions extends BackendOptions {
   /** Build the fused block sessions (default: when the fp32 weights fit FUSED_BLOCKS_MAX_WEIGHT_BYTES). */
   fusedBlocks?: boolean;
+  /** Weight bytes all sessions of a block with some modules given may hold together (default
+   * FUSED_BLOCKS_MAX_WEIGHT_BYTES; see blockModules). */
+  partialBlocksMaxBytes?: number;
   /** Stage graph options (default: onnxruntime's fused operators). */
   graphs?: WanGraphOptions;
 }
@@ -80,10 +83,13 @@ export class WanModel implements DiTModel {
   readonly family = "wan";
   readonly blocks: readonly BlockDecl[];
   private gridCache = new Map<string, GridState>();
+  /** Fused sessions of a block with some modules given (partialBlock), and their weight bytes. */
+  private partialS = new Map<string, StageSession | null>();
+  private partialBytes = 0;
   private constructor(
     readonly config: WanConfig,
     private source: WeightSource,
-    private readonly opts: BackendOptions,
+    private readonly opts: WanLoadOptions,
     private readonly timeS: StageSession,
     private readonly textS: StageSession,
     private readonly kvS: StageSession[],
@@ -284,27 +290,62 @@ export class WanModel implements DiTModel {
   }
 
   /**
-   * Block b in one call of its fused session: the module residuals [sa, ca, ffn], the state each
-   * module reads (the block input, then after sa, after ca) and the block output: the same
-   * operations as three module calls and their residual adds (bit-identical); null when blocks
-   * are not fused.
+   * Block b in one call of its fused session: the block output and the residuals of the modules
+   * planned "keep" (fetched only then): the same operations as three module calls and their
+   * residual adds (bit-identical). Modules planned with a residual are not computed: a session of
+   * the block with those residuals as inputs runs instead (built on first use; see partialBlock).
+   * Null when blocks are not fused or that session would exceed the weight budget.
    */
-  async blockModules(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle): Promise<BlockModulesOut | null> {
+  async blockModules(b: number, g: GridHandle, h: Float32Array, time: TimeOut, p: PromptHandle, plan: readonly ModulePlan[]): Promise<BlockModulesOut | null> {
     if (!this.blockS.length) return null;
+    const mask = MODULES.map((_, m) => plan[m] instanceof Float32Array);
+    const session = mask.some(Boolean) ? await this.partialBlock(b, mask) : this.blockS[b];
+    if (!session) return null;
     const wp = p as WanPrompt;
     const gs = g as GridState;
     const c = this.config;
-    const H = c.num_attention_heads, d = c.attention_head_dim;
-    const feeds: Record<string, Feed> = {
-      x: { data: h, dims: [1, gs.L, this.dim] },
-      tproj: { data: time.tproj, dims: [1, 6, this.dim] },
-      cos: { data: gs.cos, dims: [gs.L, d / 2] },
-      sin: { data: gs.sin, dims: [gs.L, d / 2] },
-      [`k${b}`]: { data: wp.kv[b].k, dims: [1, H, wp.S, d] },
-      [`v${b}`]: { data: wp.kv[b].v, dims: [1, H, wp.S, d] },
-    };
-    const [r0, r1, r2, s1, s2, out] = await this.blockS[b].run(feeds, ["r0", "r1", "r2", "s1", "s2", "h"]);
-    return { residuals: [r0, r1, r2], inputs: [h, s1, s2], out };
+    const H = c.num_attention_heads, d = c.attention_head_dim, D = this.dim;
+    const feeds: Record<string, Feed> = { x: { data: h, dims: [1, gs.L, D] } };
+    // only what the computed modules read (the graph declares no other input)
+    if (!mask[0] || !mask[2]) feeds.tproj = { data: time.tproj, dims: [1, 6, D] };
+    if (!mask[0]) {
+      feeds.cos = { data: gs.cos, dims: [gs.L, d / 2] };
+      feeds.sin = { data: gs.sin, dims: [gs.L, d / 2] };
+    }
+    if (!mask[1]) {
+      feeds[`k${b}`] = { data: wp.kv[b].k, dims: [1, H, wp.S, d] };
+      feeds[`v${b}`] = { data: wp.kv[b].v, dims: [1, H, wp.S, d] };
+    }
+    const fetch = ["h"];
+    MODULES.forEach((_, m) => {
+      const e = plan[m];
+      if (e instanceof Float32Array) feeds[`g${m}`] = { data: e, dims: [1, gs.L, D] };
+      else if (e === "keep") fetch.push(`r${m}`);
+    });
+    const got = await session.run(feeds, fetch);
+    let k = 1;
+    return { residuals: MODULES.map((_, m) => (plan[m] === "keep" ? got[k++] : null)), out: got[0] };
+  }
+
+  /**
+   * The session of block b with the modules in `mask` given as inputs, built on first use. These
+   * hold the weights of their computed modules once more, so all of them together stay within
+   * FUSED_BLOCKS_MAX_WEIGHT_BYTES (partialBlocksMaxBytes); past it a combination gets null (the loop then runs the block
+   * module by module, which gives the same values).
+   */
+  private async partialBlock(b: number, mask: readonly boolean[]): Promise<StageSession | null> {
+    const key = `${b}:${mask.map(Number).join("")}`;
+    const hit = this.partialS.get(key);
+    if (hit !== undefined) return hit;
+    const graph = buildBlocksGraph(this.config, (k) => this.source.read(k), b, b + 1, this.opts.graphs ?? {}, mask);
+    const bytes = graph.initializerBytes;
+    let s: StageSession | null = null;
+    if (this.partialBytes + bytes <= (this.opts.partialBlocksMaxBytes ?? FUSED_BLOCKS_MAX_WEIGHT_BYTES)) {
+      s = await StageSession.create(graph.name, graph.toModel(), this.opts);
+      this.partialBytes += bytes;
+    }
+    this.partialS.set(key, s);
+    return s;
   }
 
   /** Blocks [from, to) in one go (the loop uses it where no strategy hooks a module). */
@@ -331,6 +372,8 @@ export class WanModel implements DiTModel {
 
   async release(): Promise<void> {
     const all = [this.timeS, this.textS, ...this.kvS, ...this.saS, ...this.caS, ...this.ffnS, ...this.blockS];
+    for (const s of this.partialS.values()) if (s) all.push(s);
+    this.partialS.clear();
     for (const g of this.gridCache.values()) all.push(g.patch, g.head);
     for (const s of all) await s.release();
   }
