@@ -140,7 +140,7 @@ async function forward(c: WanConfig, source: WeightSource, grid: [number, number
   const x = new Float32Array(c.in_channels * grid[0] * pt * grid[1] * ph * grid[2] * pw).map(() => r() / 4294967296 - 0.5);
   const time = await model.time(500);
   const run = async (path: "auto" | "modules") =>
-    model.runHead(gs, await model.runBlockRange(0, c.num_layers, gs, await model.patch(gs, x), time.tproj, kv, S, path), time.temb);
+    model.runHead(gs, await model.runBlockRange(0, c.num_layers, gs, await model.patch(gs, x), time.tproj, kv, S, path), time);
   const big = parameterCount(c) > 1e8;
   const m = stageMacs(c, gs.L, S);
   const macs = m.patch + c.num_layers * (m.sa + m.ca + m.ffn) + m.head;

@@ -69,7 +69,7 @@ test(`the runtime matches the PyTorch golden file of the shipped ${name} model`,
     check("block0 ca", ca, g("block0.ca"));
     const h2 = h1.map((v, i) => v + ca[i]);
     check("block0 ffn", await tm.runModule("ffn", 0, gs, h2, time.tproj, kv, emb.tokens), g("block0.ffn"));
-    check("head", await tm.runHead(gs, g("input.hidden"), time.temb), g("head.v"));
+    check("head", await tm.runHead(gs, g("input.hidden"), time), g("head.v"));
     // full forward per branch through the same stage calls the pipeline makes
     const forward = async (e: typeof emb) => {
       const c = await tm.text(e.data, e.tokens);
@@ -81,7 +81,7 @@ test(`the runtime matches the PyTorch golden file of the shipped ${name} model`,
           h = h.map((v, j) => v + r[j]);
         }
       }
-      return tm.runHead(gs, h, time.temb);
+      return tm.runHead(gs, h, time);
     };
     const vc = await forward(emb);
     const vu = await forward(empty);

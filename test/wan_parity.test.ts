@@ -57,7 +57,7 @@ for (const [label, overrides, latent] of [
     check("block0 ca", await model.runModule("ca", 0, g, tok, time.tproj, kv, S), refCA(config, w, 0, tok, ctx, g.L, S));
     check("block0 ffn", await model.runModule("ffn", 0, g, tok, time.tproj, kv, S), refFFN(config, w, 0, tok, time.tproj, g.L));
     const hx = randomArray(g.L * D, r);
-    check("head", await model.runHead(g, hx, time.temb), refHead(config, w, hx, time.temb, rg));
+    check("head", await model.runHead(g, hx, time), refHead(config, w, hx, time.temb, rg));
 
     // end to end: ONNX stages chained vs the reference forward
     let h = tok;
@@ -70,7 +70,7 @@ for (const [label, overrides, latent] of [
         h = nh;
       }
     }
-    const v = await model.runHead(g, h, time.temb);
+    const v = await model.runHead(g, h, time);
     check("full forward", v, refForward(config, w, x, F, H, W, t, text, S));
     console.log(`  parity (${label}): ${worst.n} checks, worst max|diff| ${worst.diff.toExponential(2)} (${worst.name}, max|ref| ${worst.scale.toFixed(3)}, ${(worst.share * 100).toFixed(1)}% of tolerance)`);
     await model.release();

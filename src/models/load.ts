@@ -428,7 +428,7 @@ async function loadWanTransformer(dir: string, config: WanConfig, backend: Backe
     // tensors; any other weight a later stage needs (a fused block with some modules given) is read
     // again from the checkpoint, which is opened for that read only
     const small = new Map<string, Float32Array>();
-    for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias", "scale_shift_table"]) small.set(k, ckpt.readF32(k));
+    for (const k of ["patch_embedding.weight", "patch_embedding.bias", "proj_out.weight", "proj_out.bias"]) small.set(k, ckpt.readF32(k));
     const shapes = expectedShapes(config);
     transformer.setWeightSource({
       read: (k) => {

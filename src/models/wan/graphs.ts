@@ -30,6 +30,11 @@ export function buildTimeGraph(c: WanConfig, w: WeightGetter): Graph {
   const tproj = linear(g, silu(g, temb), `${p}time_proj`, w(`${p}time_proj.weight`), w(`${p}time_proj.bias`), 6 * D, D);
   g.output(temb, "temb", [1, D]);
   g.output(g.reshape(tproj, [1, 6, D]), "tproj", [1, 6, D]);
+  // the head's modulation (scale_shift_table + temb, temb without SiLU) depends on the timestep
+  // only: computed here once per step, not in every branch's head call
+  const ss = g.add(g.weight("scale_shift_table", w("scale_shift_table"), [1, 2, D]), g.reshape(temb, [1, 1, D]));
+  g.output(g.reshape(g.add(g.slice(ss, 1, 1, 2), g.f32(1)), [D]), "head_scale", [D]);
+  g.output(g.reshape(g.slice(ss, 1, 0, 1), [D]), "head_shift", [D]);
   return g;
 }
 
@@ -254,7 +259,8 @@ export function buildBlocksGraph(c: WanConfig, w: WeightGetter, from: number, to
   return g;
 }
 
-/** Head: x [1, L, D], temb [1, D] -> velocity [1, C, F, H, W] (modulated norm, proj_out, unpatchify). */
+/** Head: x [1, L, D], head_scale and head_shift [D] (the time graph's 1 + scale and shift) ->
+ * velocity [1, C, F, H, W] (modulated norm, proj_out, unpatchify). */
 export function buildHeadGraph(c: WanConfig, w: WeightGetter, grid: Grid): Graph {
   const g = new Graph("head");
   const D = dimOf(c);
@@ -262,13 +268,10 @@ export function buildHeadGraph(c: WanConfig, w: WeightGetter, grid: Grid): Graph
   const [Fp, Hp, Wp] = grid;
   const C = c.out_channels;
   const x = g.input("x", [1, Fp * Hp * Wp, D]);
-  const temb = g.input("temb", [1, D]);
-  // shift = index 0, scale = index 1 of (scale_shift_table + temb), temb without SiLU
-  const ss = g.add(g.weight("scale_shift_table", w("scale_shift_table"), [1, 2, D]), g.reshape(temb, [1, 1, D]));
-  const shift = g.slice(ss, 1, 0, 1);
-  const scale = g.slice(ss, 1, 1, 2);
+  const scale1 = g.input("head_scale", [D]);
+  const shift = g.input("head_shift", [D]);
   const n = layerNorm(g, x, "norm_out", D, c.eps, null, null);
-  const y = linear(g, g.add(g.mul(n, g.add(scale, g.f32(1))), shift), "proj_out", w("proj_out.weight"), w("proj_out.bias"), C * pt * ph * pw, D);
+  const y = linear(g, g.add(g.mul(n, scale1), shift), "proj_out", w("proj_out.weight"), w("proj_out.bias"), C * pt * ph * pw, D);
   // channel-last feature layout: [1, F', H', W', pt, ph, pw, C] -> [1, C, F', pt, H', ph, W', pw]
   const v = g.reshape(g.transpose(g.reshape(y, [1, Fp, Hp, Wp, pt, ph, pw, C]), [0, 7, 1, 4, 2, 5, 3, 6]), [1, C, Fp * pt, Hp * ph, Wp * pw]);
   g.output(v, "v", [1, C, Fp * pt, Hp * ph, Wp * pw]);

@@ -60,6 +60,13 @@ export const WAN_BLOCK: BlockDecl = {
 
 /** Wan's time path: temb [1, D] (time_embedder output), tproj [1, 6, D] (time_proj). */
 export type TimeOut = FamilyTimeOut;
+/** ...and the head's modulation of the same timestep: 1 + scale and shift, [D] each. */
+export interface WanTimeOut extends TimeOut {
+  headScale: Float32Array;
+  headShift: Float32Array;
+}
+/** Timestep values whose time-path outputs a model keeps (more clears the memo). */
+const TIME_MEMO_ENTRIES = 4096;
 
 /** A prompt as the Wan blocks use it: its token count and every block's cross-attention K/V. */
 export interface WanPrompt extends PromptHandle {
@@ -83,6 +90,7 @@ export class WanModel implements DiTModel {
   readonly family = "wan";
   readonly blocks: readonly BlockDecl[];
   private gridCache = new Map<string, GridState>();
+  private timeMemo = new Map<number, WanTimeOut>();
   /** Fused sessions of a block with some modules given (partialBlock), and their weight bytes. */
   private partialS = new Map<string, StageSession | null>();
   private partialBytes = 0;
@@ -179,10 +187,20 @@ export class WanModel implements DiTModel {
     return st;
   }
 
-  /** Time path (Wan has no guidance embedding: `_guidance` is ignored). */
-  async time(t: number, _guidance = 1): Promise<TimeOut> {
-    const [temb, tproj] = await this.timeS.run({ t: { data: new Float32Array([t]), dims: [1] } }, ["temb", "tproj"]);
-    return { temb, tproj };
+  /**
+   * Time path (Wan has no guidance embedding: `_guidance` is ignored). It depends on the timestep
+   * alone, so its outputs are kept per timestep value (a few hundred floats each): a run's steps,
+   * and every later run on the same schedule, compute each only once. Callers must not modify
+   * the arrays.
+   */
+  async time(t: number, _guidance = 1): Promise<WanTimeOut> {
+    const hit = this.timeMemo.get(t);
+    if (hit) return hit;
+    const [temb, tproj, headScale, headShift] = await this.timeS.run({ t: { data: new Float32Array([t]), dims: [1] } }, ["temb", "tproj", "head_scale", "head_shift"]);
+    if (this.timeMemo.size >= TIME_MEMO_ENTRIES) this.timeMemo.clear();
+    const out = { temb, tproj, headScale, headShift };
+    this.timeMemo.set(t, out);
+    return out;
   }
 
   /** Text embedding [S, text_dim] -> ctx [1, S, D]. */
@@ -261,8 +279,9 @@ export class WanModel implements DiTModel {
     return h;
   }
 
-  async runHead(g: GridState, x: Float32Array, temb: Float32Array): Promise<Float32Array> {
-    const [v] = await g.head.run({ x: { data: x, dims: [1, g.L, this.dim] }, temb: { data: temb, dims: [1, this.dim] } }, ["v"]);
+  async runHead(g: GridState, x: Float32Array, time: WanTimeOut): Promise<Float32Array> {
+    const D = this.dim;
+    const [v] = await g.head.run({ x: { data: x, dims: [1, g.L, D] }, head_scale: { data: time.headScale, dims: [D] }, head_shift: { data: time.headShift, dims: [D] } }, ["v"]);
     return v;
   }
 
@@ -355,7 +374,7 @@ export class WanModel implements DiTModel {
   }
 
   head(g: GridHandle, h: Float32Array, time: TimeOut): Promise<Float32Array> {
-    return this.runHead(g as GridState, h, time.temb);
+    return this.runHead(g as GridState, h, time as WanTimeOut);
   }
 
   macs(g: GridHandle, p: PromptHandle): FamilyMacs {
