@@ -184,6 +184,27 @@ test("mixcache plan= and schedule=planned: clear errors", async () => {
   }
 });
 
+test("schedule=planned: MixCache follows the order-0 schedule, MixCache+ the one searched under order 1, else the order-0 one", async () => {
+  const { mkdirSync: mk, writeFileSync: wf, rmSync: rm } = await import("node:fs");
+  const { join: pj } = await import("node:path");
+  mk(tiny.profilesDir, { recursive: true });
+  const prof = pj(tiny.profilesDir, "mixcache-plans.json");
+  const row = (plan: string, order?: 1) => ({ steps: 10, target: 2, plan, speedup: 2, grans: "step,cfg,block", psnrPredicted: 30, psnrMeasured: 30, ...(order ? { order } : {}) });
+  const letters = async (name: string) => {
+    const g = await generate({ model: tiny, ...run, cache: makeCache(name, { schedule: "planned", target_speedup: 2 }) });
+    return g.cache!.trace.map((t) => ({ full: "F", step: "S", cfg: "C", block: "B" })[t.action as string]).join("");
+  };
+  try {
+    wf(prof, JSON.stringify({ meta: {}, schedules: [row("FFSSFSSFSF", 1), row("FFBBFBBFBF")] }));
+    assert.equal(await letters("mixcache"), "FFBBFBBFBF");
+    assert.equal(await letters("mixcache-plus"), "FFSSFSSFSF");
+    wf(prof, JSON.stringify({ meta: {}, schedules: [row("FFBBFBBFBF")] }));
+    assert.equal(await letters("mixcache-plus"), "FFBBFBBFBF");
+  } finally {
+    rm(prof);
+  }
+});
+
 test("mixcache plan (CLI): plans a schedule within the budget, stores it with provenance; schedule=planned follows it", async () => {
   const { spawnSync } = await import("node:child_process");
   const { mkdtempSync, readFileSync, rmSync, mkdirSync, copyFileSync, cpSync } = await import("node:fs");
@@ -203,14 +224,19 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
     const r = cli([...args, "--out", out, "--json"]);
     assert.equal(r.status, 0, r.stderr);
     const o = JSON.parse(r.stdout.trim());
-    assert.equal(o.schedules.length, 1);
-    const s = o.schedules[0];
+    // the hybrid, and the hybrid searched again under MixCache+'s first-order reuse
+    assert.equal(o.schedules.length, 2);
+    const s = o.schedules.find((x: { order?: number }) => !x.order);
+    const sPlus = o.schedules.find((x: { order?: number }) => x.order === 1);
+    assert.ok(s && sPlus);
+    assert.equal(o.mixcache_plus[0].psnr, sPlus.psnrMeasured);
+    assert.ok(sPlus.speedup >= 2 - 1e-9);
     assert.equal(s.plan.length, 10);
     assert.ok(s.speedup >= 2 - 1e-9, `planned speedup ${s.speedup}`);
     assert.ok(s.psnrMeasured >= s.dpPsnr, "the local search never ends below the DP schedule");
     const stored = JSON.parse(readFileSync(out, "utf8"));
     assert.deepEqual(stored.meta.prompts, [run.prompt]);
-    assert.equal(stored.schedules[0].plan, s.plan);
+    assert.deepEqual(stored.schedules.map((x: { plan: string; order?: number }) => [x.plan, x.order ?? 0]), [[s.plan, 0], [sPlus.plan, 1]]);
     // schedule=planned reads it from the model's cache_profiles/
     const model2 = join(dir, "model");
     cpSync(tiny.dir, model2, { recursive: true });
@@ -220,7 +246,7 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
     assert.equal(stored.speeds.length, 1);
     assert.ok(["mixcache", "mixcache-plus", "fewer-steps"].includes(stored.speeds[0].cache));
     // the table keeps the best of the measured choices on the planning prompts
-    const best = Math.max(o.fewer_steps[0].psnr, o.schedules[0].psnrMeasured, o.mixcache_plus[0].psnr);
+    const best = Math.max(o.fewer_steps[0].psnr, s.psnrMeasured, o.mixcache_plus[0].psnr);
     assert.equal(stored.speeds[0].psnr, best);
     const fast = cli(["generate", run.prompt, "--model", model2, "--steps", "10", "--speed", "2", "--json", "--out", join(dir, "a.gif"), "--threads", "1"]);
     assert.equal(fast.status, 0, fast.stderr);
@@ -240,6 +266,9 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
       const g = await generate({ model: m2, ...run, cache: makeCache("mixcache", { schedule: "planned", target_speedup: 2 }) });
       assert.equal(g.cache!.trace.map((t) => ({ full: "F", step: "S", cfg: "C", block: "B" })[t.action as string]).join(""), s.plan);
       assert.ok(Math.abs(g.stats.computeSpeedup - s.speedup) < 1e-9, `run ${g.stats.computeSpeedup} vs planned ${s.speedup}`);
+      // MixCache+ follows the schedule searched under its own reuse order
+      const gp = await generate({ model: m2, ...run, cache: makeCache("mixcache-plus", { schedule: "planned", target_speedup: 2 }) });
+      assert.equal(gp.cache!.trace.map((t) => ({ full: "F", step: "S", cfg: "C", block: "B" })[t.action as string]).join(""), sPlus.plan);
     } finally {
       await m2.release();
     }

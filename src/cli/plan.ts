@@ -112,7 +112,7 @@ export const planCommand: Command = {
         },
       });
       const fresh: PlannedSchedule[] = r.results.map((x) => ({
-        steps, target: x.target, plan: x.plan, speedup: x.speedup, grans: x.grans, psnrPredicted: x.psnrPredicted, psnrMeasured: x.psnrMeasured,
+        steps, target: x.target, plan: x.plan, speedup: x.speedup, grans: x.grans, psnrPredicted: x.psnrPredicted, psnrMeasured: x.psnrMeasured, ...(x.order ? { order: x.order } : {}),
       }));
       // the speed table: per target, the best of the planned hybrid followed by MixCache or
       // MixCache+ (first-order reuse) and plain fewer steps, on the planning prompts
@@ -126,7 +126,8 @@ export const planCommand: Command = {
         speeds.push(cands.reduce((a, b) => (b.psnr > a.psnr ? b : a)));
       }
       const old = f.save && existsSync(out) ? readProfile<PlanProfile>(info.profilesDir, "mixcache-plans") : null;
-      const same = (p: { steps: number; target: number; grans?: string }, q: { steps: number; target: number; grans?: string }) => p.steps === q.steps && p.target === q.target && p.grans === q.grans;
+      const same = (p: { steps: number; target: number; grans?: string; order?: number; cache?: string }, q: { steps: number; target: number; grans?: string; order?: number; cache?: string }) =>
+        p.steps === q.steps && p.target === q.target && p.grans === q.grans && (p.order ?? 0) === (q.order ?? 0);
       const profile: PlanProfile = {
         meta: {
           method: "mixcache-plans", model: model.name, steps, shift: model.defaults.shift, sampler: model.defaults.sampler, guidance: model.defaults.guidance,
@@ -140,12 +141,13 @@ export const planCommand: Command = {
       if (f.json) {
         process.stdout.write(JSON.stringify({ model: model.name, path: out, prompts, seeds, steps, seconds: r.seconds, schedules: r.results, infeasible: r.infeasible, fewer_steps: r.fewerSteps, online: r.online, mixcache_plus: r.plus, speeds }) + "\n");
       } else {
-        const lines = r.results.map((x) =>
+        const lines = r.results.filter((x) => !x.order).map((x) =>
           `  x${String(x.target).padEnd(4)} ${x.grans.padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnrMeasured.toFixed(2)} dB (DP ${x.dpPsnr.toFixed(2)}, predicted ${x.psnrPredicted.toFixed(2)})  ${describePlan(x.plan)}`);
         for (const x of r.infeasible) lines.push(`  x${String(x.target).padEnd(4)} ${x.set.padEnd(15)} cannot reach this speed (${x.reason})`);
         for (const x of r.fewerSteps) lines.push(`  x${String(x.target).padEnd(4)} ${"fewer-steps".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB`);
         for (const x of r.online) lines.push(`  x${String(x.target).padEnd(4)} ${"online mixcache".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB`);
-        for (const x of r.plus) lines.push(`  x${String(x.target).padEnd(4)} ${"mixcache+ plan".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnr.toFixed(2)} dB  (first-order reuse along the hybrid schedule)`);
+        for (const x of r.results.filter((y) => y.order === 1))
+          lines.push(`  x${String(x.target).padEnd(4)} ${"mixcache+ plan".padEnd(15)} ${x.speedup.toFixed(2)}x  PSNR ${x.psnrMeasured.toFixed(2)} dB (hybrid searched under first-order reuse)  ${describePlan(x.plan)}`);
         lines.push(`  speed table (--speed S): ${speeds.map((x) => `x${x.target} -> ${x.cache === "fewer-steps" ? "fewer steps" : `planned ${x.cache}`} (${x.psnr.toFixed(2)} dB)`).join(", ")}`);
         process.stdout.write(`${lines.join("\n")}\n  ${prompts.length} prompt(s) x ${seeds.length} seed(s), ${steps} steps, in ${fmtTime(r.seconds)}\n  wrote ${out}\n`);
       }

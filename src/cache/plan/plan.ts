@@ -60,6 +60,9 @@ export interface PlanOptions {
   starts?: (target: number, set: "hybrid" | Gran) => string[];
   /** propagation gains measured every `gainGrid` steps */
   gainGrid?: number;
+  /** also search the hybrid schedules under MixCache+'s first-order reuse (default true; needs
+   * "hybrid" in `sets`) */
+  plus?: boolean;
   /** UniPC at cached steps while measuring segments (default: MixCache's `solver` default) */
   approx?: ApproxMode;
   onProgress?: (phase: string, done: number, total: number) => void;
@@ -77,6 +80,8 @@ export interface PlannedResult {
   dpPlan: string;
   dpPsnr: number;
   evaluations: number;
+  /** 1: searched with MixCache+'s first-order reuse (absent: order 0) */
+  order?: 1;
 }
 
 export interface PlanTables {
@@ -110,9 +115,10 @@ async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
   return { refs, cost, costOf: refs[0].costOf, seconds: (performance.now() - t0) / 1000 };
 }
 
-/** Mean PSNR of a schedule over the tables' reference runs (real runs). */
-async function measurePlan(o: PlanOptions, t: PlanTables, plan: string): Promise<number> {
-  return (await measureCache(o, t, "mixcache", { plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).psnr;
+/** Mean PSNR of a schedule over the tables' reference runs (real runs), followed by MixCache
+ * (order 0) or MixCache+ (order 1: first-order extrapolated reuse). */
+async function measurePlan(o: PlanOptions, t: PlanTables, plan: string, order: 0 | 1 = 0): Promise<number> {
+  return (await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).psnr;
 }
 
 /** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference runs. */
@@ -213,8 +219,12 @@ export async function localSearch(o: {
   }
 }
 
-/** Steps 2 and 3 for one target and granularity set. */
-async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran): Promise<PlannedResult> {
+/**
+ * Steps 2 and 3 for one target and granularity set. With `order` 1 every real run follows the
+ * schedule with MixCache+'s first-order reuse: the segment costs stay order 0 (they rank the
+ * neighbours and give the DP start), but what is kept is what measures best under order 1.
+ */
+async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybrid" | Gran, order: 0 | 1 = 0): Promise<PlannedResult> {
   const maxRun = o.maxRun ?? 6;
   const warm = Math.max(1, Math.ceil((o.warmup ?? DEFAULT_PLAN_WARMUP) * o.steps));
   const tail = o.tail ?? 1;
@@ -227,14 +237,14 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
     error: (i, g, len) => t.cost.get(segKey(i, g, len)) ?? Infinity,
   });
   const dp = solve(grans);
-  const dpPsnr = await measurePlan(o, t, dp.plan);
+  const dpPsnr = await measurePlan(o, t, dp.plan, order);
   let best = { plan: dp.plan, psnr: dpPsnr };
   let evals = 1;
   const tried = new Set([dp.plan]);
   const startFrom = async (plan: string) => {
     if (tried.has(plan)) return;
     tried.add(plan);
-    const p = await measurePlan(o, t, plan);
+    const p = await measurePlan(o, t, plan, order);
     evals++;
     if (p > best.psnr) best = { plan, psnr: p };
   };
@@ -268,8 +278,8 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
       .map((x) => ({ plan: x, rank: predicted(t, x) }))
       .filter((c) => Number.isFinite(c.rank)),
     evaluate: async (plan) => {
-      const p = await measurePlan(o, t, plan);
-      o.onProgress?.(`search x${target} ${set}`, ++evals, limit);
+      const p = await measurePlan(o, t, plan, order);
+      o.onProgress?.(`search x${target} ${set}${order ? " order 1" : ""}`, ++evals, limit);
       return p;
     },
   });
@@ -277,7 +287,7 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
   const mseSum = predicted(t, best.plan);
   return {
     target, grans: grans.join(","), plan: best.plan, speedup: o.steps / planCompute(best.plan, t.costOf),
-    psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals,
+    psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals, ...(order ? { order } : {}),
   };
 }
 
@@ -290,7 +300,7 @@ export interface PlanOutcome {
   fewerSteps: Array<{ target: number; psnr: number; speedup: number }>;
   /** online MixCache (target_speedup) on the same prompts: what planning adds */
   online: Array<{ target: number; psnr: number; speedup: number }>;
-  /** MixCache+ (first-order reuse) following each target's hybrid schedule */
+  /** MixCache+ (first-order reuse) on each target's hybrid schedule searched under order 1 */
   plus: Array<{ target: number; psnr: number; speedup: number }>;
   seconds: number;
 }
@@ -320,10 +330,18 @@ export async function planSchedules(o: PlanOptions): Promise<PlanOutcome> {
         else throw e;
       }
     }
+  // MixCache+ extrapolates every reuse from the last two full steps, so a run of cached steps
+  // costs it something else than plain reuse: its hybrid schedule is searched under order 1,
+  // starting from every schedule found above for the target
   const plus: Array<{ target: number; psnr: number; speedup: number }> = [];
-  for (const x of results) {
-    if (x.grans.split(",").length < 2 && (o.sets ?? ["hybrid"]).includes("hybrid")) continue;
-    plus.push({ target: x.target, ...(await measureCache(o, tables, "mixcache-plus", { plan: x.plan, fn: o.fn ?? 1, bn: o.bn ?? 1 })) });
+  if (o.plus !== false && sets.includes("hybrid")) {
+    for (const target of o.targets) {
+      const found = results.filter((x) => x.target === target).map((x) => x.plan);
+      if (!found.length) continue;
+      const x = await planOne({ ...o, starts: (tg, st) => [...found, ...(o.starts?.(tg, st) ?? [])] }, tables, target, "hybrid", 1);
+      results.push(x);
+      plus.push({ target, psnr: x.psnrMeasured, speedup: x.speedup });
+    }
   }
   return { tables, results, infeasible, fewerSteps, online, plus, seconds: (performance.now() - t0) / 1000 };
 }

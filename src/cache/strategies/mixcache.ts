@@ -92,6 +92,9 @@ export interface PlannedSchedule {
   /** mean PSNR (a) to the uncached output on the planning prompts: DP estimate and measured */
   psnrPredicted: number;
   psnrMeasured: number;
+  /** reuse order the schedule was searched under (absent: 0). MixCache+ (order 1) follows an
+   * order-1 schedule where one is stored for its step count and speed, else the order-0 one. */
+  order?: 1;
 }
 
 /** One row of the speed table: the best way found to run `target` times faster on the planning
@@ -111,11 +114,12 @@ export interface PlanProfile {
   speeds?: SpeedChoice[];
 }
 
-/** The stored schedule for `steps` and `target` (hybrid first), or null. */
-function findPlanned(profile: PlanProfile | null, steps: number, target: number, grans = "step,cfg,block"): PlannedSchedule | null {
+/** The stored schedule for `steps`, `target` and `grans`, searched under reuse `order` where one
+ * exists (else under order 0), or null. */
+function findPlanned(profile: PlanProfile | null, steps: number, target: number, grans: string, order: number): PlannedSchedule | null {
   if (!profile) return null;
   const c = profile.schedules.filter((s) => s.steps === steps && s.grans === grans && Math.abs(s.target - target) < 1e-6);
-  return c[0] ?? null;
+  return c.find((s) => (s.order ?? 0) === order) ?? c.find((s) => (s.order ?? 0) === 0) ?? null;
 }
 
 function tagOf(c: MixCacheConfig, budget: number): string {
@@ -279,7 +283,7 @@ class MixCacheRun {
     const { c, target, planProfile } = this.s;
     const want = target > 0 ? target : 2;
     const grans = c.only === "all" ? "step,cfg,block" : c.only;
-    const found = findPlanned(planProfile, steps, want, grans);
+    const found = findPlanned(planProfile, steps, want, grans, c.order);
     if (!found) {
       const have = planProfile ? planProfile.schedules.filter((x) => x.grans === grans).map((x) => `${x.steps} steps x${x.target}`).join(", ") || "none" : "no mixcache-plans.json";
       throw new ConfigError(`mixcache schedule=planned: no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned for ${steps} steps at ${want}x for this model (stored: ${have})`,
