@@ -205,6 +205,40 @@ test("schedule=planned: MixCache follows the order-0 schedule, MixCache+ the one
   }
 });
 
+test("schedule=planned: a block step whose probe exceeds probe_margin x the planned probe runs full; margin 0 follows the plan", async () => {
+  const { mkdirSync: mk, writeFileSync: wf, rmSync: rm } = await import("node:fs");
+  const { join: pj } = await import("node:path");
+  mk(tiny.profilesDir, { recursive: true });
+  const prof = pj(tiny.profilesDir, "mixcache-plans.json");
+  const plan = "FFBBFBBFBF";
+  const letters = (g: Awaited<ReturnType<typeof generate>>) => g.cache!.trace.map((t) => ({ full: "F", step: "S", cfg: "C", block: "B" })[t.action as string]).join("");
+  const write = (probes: (number | null)[]) => wf(prof, JSON.stringify({ meta: {}, schedules: [{ steps: 10, target: 2, plan, speedup: 1.5, grans: "step,cfg,block", psnrPredicted: 30, psnrMeasured: 30, probes }] }));
+  const runWith = (probe_margin: number) => generate({ model: tiny, ...run, cache: makeCache("mixcache", { schedule: "planned", target_speedup: 2, probe_margin }) });
+  try {
+    // the probes this run shows at its block steps
+    write([...plan].map((ch) => (ch === "B" ? 1 : null)));
+    const followed = await runWith(0);
+    assert.equal(letters(followed), plan);
+    const seen = followed.cache!.trace.map((t) => (typeof t.probe === "number" ? t.probe : null));
+    assert.deepEqual(seen.map((x) => x !== null), [...plan].map((ch) => ch === "B"), "a probe at every block step");
+    assert.ok(seen.every((x) => x === null || x > 0));
+    // planned probes at half what this run sees: margin 1.5 vetoes every block step whose
+    // schedule is unchanged so far (the first), margin 3 none
+    write(seen.map((x) => (x === null ? null : x / 2)));
+    const vetoed = await runWith(1.5);
+    assert.equal(letters(vetoed)[2], "F", "the first planned block step ran full");
+    assert.ok(vetoed.cache!.counters.probeVetoes >= 1);
+    assert.equal(vetoed.cache!.trace[2].vetoed, true);
+    assert.ok(vetoed.stats.computeSpeedup < followed.stats.computeSpeedup);
+    const kept = await runWith(3);
+    assert.equal(letters(kept), plan);
+    assert.deepEqual(kept.video.data, followed.video.data);
+    assert.equal(kept.cache!.counters.probeVetoes, 0);
+  } finally {
+    rm(prof);
+  }
+});
+
 test("mixcache plan (CLI): plans a schedule within the budget, stores it with provenance; schedule=planned follows it", async () => {
   const { spawnSync } = await import("node:child_process");
   const { mkdtempSync, readFileSync, rmSync, mkdirSync, copyFileSync, cpSync } = await import("node:fs");

@@ -112,7 +112,7 @@ export const planCommand: Command = {
         },
       });
       const fresh: PlannedSchedule[] = r.results.map((x) => ({
-        steps, target: x.target, plan: x.plan, speedup: x.speedup, grans: x.grans, psnrPredicted: x.psnrPredicted, psnrMeasured: x.psnrMeasured, ...(x.order ? { order: x.order } : {}),
+        steps, target: x.target, plan: x.plan, speedup: x.speedup, grans: x.grans, psnrPredicted: x.psnrPredicted, psnrMeasured: x.psnrMeasured, ...(x.probes ? { probes: x.probes } : {}), ...(x.order ? { order: x.order } : {}),
       }));
       // the speed table: per target, the best of the planned hybrid followed by MixCache or
       // MixCache+ (first-order reuse) and plain fewer steps, on the planning prompts

@@ -80,6 +80,8 @@ export interface PlannedResult {
   dpPlan: string;
   dpPsnr: number;
   evaluations: number;
+  /** mean front-block probe per step at the block steps on the planning prompts (null elsewhere) */
+  probes?: (number | null)[];
   /** 1: searched with MixCache+'s first-order reuse (absent: order 0) */
   order?: 1;
 }
@@ -121,9 +123,11 @@ async function measurePlan(o: PlanOptions, t: PlanTables, plan: string, order: 0
   return (await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).psnr;
 }
 
-/** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference runs. */
-async function measureCache(o: PlanOptions, t: PlanTables, name: string, options: Record<string, unknown>): Promise<{ psnr: number; speedup: number }> {
+/** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference
+ * runs, and (MixCache) the mean front-block probe per step where its trace has one. */
+async function measureCache(o: PlanOptions, t: PlanTables, name: string, options: Record<string, unknown>): Promise<{ psnr: number; speedup: number; probes: (number | null)[] }> {
   let s = 0, sp = 0;
+  const sum = new Array<number>(o.steps).fill(0), n = new Array<number>(o.steps).fill(0);
   for (const ref of t.refs) {
     const r = await generate({
       model: o.model, prompt: ref.spec.prompt, seed: ref.spec.seed, steps: o.steps, guidance: o.guidance, shift: o.shift,
@@ -131,8 +135,14 @@ async function measureCache(o: PlanOptions, t: PlanTables, name: string, options
     });
     s += psnrOf(mse01(r.video.data, ref.latents[o.steps]));
     sp += r.stats.computeSpeedup;
+    for (const row of r.cache?.trace ?? []) {
+      if (typeof row.probe === "number" && row.step < o.steps) {
+        sum[row.step] += row.probe;
+        n[row.step]++;
+      }
+    }
   }
-  return { psnr: s / t.refs.length, speedup: sp / t.refs.length };
+  return { psnr: s / t.refs.length, speedup: sp / t.refs.length, probes: sum.map((x, i) => (n[i] ? x / n[i] : null)) };
 }
 
 function predicted(t: PlanTables, plan: string): number {
@@ -285,9 +295,12 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
   });
   best = found;
   const mseSum = predicted(t, best.plan);
+  // the probe the planning prompts show at each block step: schedule=planned vetoes a block step
+  // whose probe exceeds it by the probe_margin factor
+  const probes = best.plan.includes("B") ? (await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan: best.plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).probes : undefined;
   return {
     target, grans: grans.join(","), plan: best.plan, speedup: o.steps / planCompute(best.plan, t.costOf),
-    psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals, ...(order ? { order } : {}),
+    psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals, ...(probes ? { probes } : {}), ...(order ? { order } : {}),
   };
 }
 

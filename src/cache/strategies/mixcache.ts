@@ -43,6 +43,12 @@ export interface MixCacheProfile {
  * budgets alone were capped by the adaptive interval on the reference model (1.6-1.7x for every
  * budget), so a preset names the speed and the controller finds the budget per generation.
  */
+/**
+ * schedule=planned: a planned block step whose probe exceeds this multiple of the probe seen there
+ * on the planning prompts runs full instead (the probe_margin knob; 0 = never).
+ */
+export const PLANNED_PROBE_MARGIN = 0;
+
 export const PRESETS: Record<string, { budget: number; target: number }> = {
   slow: { budget: 0.3, target: 1.5 },
   medium: { budget: 0.8, target: 2 },
@@ -71,7 +77,8 @@ const KNOBS = (order: number) => [
   { name: "interval_cap", type: "int", default: 6, min: 1, max: 1000, doc: "Upper bound of the adaptive interval." },
   { name: "delta1", type: "number", default: 0.05, min: 0, max: 100, doc: "Deviation below which the interval grows by 1." },
   { name: "delta2", type: "number", default: 0.2, min: 0, max: 100, doc: "Deviation above which the interval halves." },
-  { name: "probe", type: "bool", default: true, doc: "Veto block reuse when the front-block probe says the middle changed more than D predicted (online schedule only)." },
+  { name: "probe", type: "bool", default: true, doc: "Veto block reuse when the front-block probe says the middle changed more than D predicted (online schedule), or more than probe_margin x what the planning prompts showed at that step (schedule=planned)." },
+  { name: "probe_margin", type: "number", default: PLANNED_PROBE_MARGIN, min: 0, max: 1000, doc: "schedule=planned: a planned block step runs full when its probe exceeds this multiple of the probe the planning prompts showed there (0 = follow the schedule as planned).", source: "npm run bench:plan-eval -- --margins (docs/design/mixcache.md)" },
   { name: "schedule", type: "enum", default: "online", values: ["online", "planned"], doc: "online: decide per step from the signals; planned: follow the schedule `mixcache plan` stored for this model, step count and target speed (cache_profiles/mixcache-plans.json)." },
   { name: "plan", type: "string", default: "", pattern: /^[FSCB]+$/, patternDoc: "a string of F|S|C|B, one letter per step", doc: "Follow this schedule exactly: F full, S step cache, C CFG cache, B block cache (one letter per step; overrides schedule)." },
 ] as const;
@@ -92,6 +99,9 @@ export interface PlannedSchedule {
   /** mean PSNR (a) to the uncached output on the planning prompts: DP estimate and measured */
   psnrPredicted: number;
   psnrMeasured: number;
+  /** per step, the mean front-block probe rel(h_Fn, h_Fn at the last full step) the planning
+   * prompts showed at the schedule's block steps (null elsewhere); absent in older profiles */
+  probes?: (number | null)[];
   /** reuse order the schedule was searched under (absent: 0). MixCache+ (order 1) follows an
    * order-1 schedule where one is stored for its step count and speed, else the order-0 one. */
   order?: 1;
@@ -127,7 +137,8 @@ function tagOf(c: MixCacheConfig, budget: number): string {
   if (c.plan) return `${t}-plan-${c.plan.length}s${sha256(c.plan, 6)}-F${c.fn}B${c.bn}`;
   if (c.schedule === "planned") {
     const tgt = c.target_speedup > 0 ? c.target_speedup : PRESETS[c.preset].target;
-    return `${t}-planned-x${fmt(tgt)}${c.only !== "all" ? `-only${c.only}` : ""}`;
+    const margin = !c.probe ? "-noprobe" : c.probe_margin !== PLANNED_PROBE_MARGIN ? `-probe${fmt(c.probe_margin)}` : "";
+    return `${t}-planned-x${fmt(tgt)}${c.only !== "all" ? `-only${c.only}` : ""}${margin}`;
   }
   t += c.target_speedup > 0 ? `-x${fmt(c.target_speedup)}` : c.budget === -1 ? `-${c.preset}` : `-b${fmt(budget)}`;
   t += `-F${c.fn}B${c.bn}`;
@@ -214,6 +225,10 @@ class MixCacheRun {
   private readonly counters = { full: 0, step: 0, cfg: 0, block: 0, probeVetoes: 0 };
   // a followed schedule (plan=... or schedule=planned), resolved at beginRun
   private planActions: Action[] | null = null;
+  /** the planned schedule's probe per step (schedule=planned), for the veto */
+  private planProbes: (number | null)[] | null = null;
+  /** this step's probe, when the front blocks ran under a block step (traced) */
+  private probeNow: number | null = null;
   private planFallbacks = 0;
 
   constructor(private readonly s: Settings) {
@@ -270,7 +285,10 @@ class MixCacheRun {
       ? { step: resample(profile.impact.step, r.steps), cfg: resample(profile.impact.cfg, r.steps), block: resample(profile.impact.block, r.steps) }
       : { step: one, cfg: one, block: one };
     this.planActions = null;
-    const plan = c.plan || (c.schedule === "planned" ? this.plannedSchedule(r.steps) : "");
+    this.planProbes = null;
+    const planned = !c.plan && c.schedule === "planned" ? this.plannedSchedule(r.steps) : null;
+    const plan = c.plan || planned?.plan || "";
+    if (planned?.probes?.length === r.steps) this.planProbes = planned.probes;
     if (plan) {
       if (plan.length !== r.steps)
         throw new ConfigError(`mixcache plan has ${plan.length} letters but the run has ${r.steps} steps`, `give one letter per step (F S C B), or run ${plan.length} steps`);
@@ -279,7 +297,7 @@ class MixCacheRun {
   }
 
   /** schedule=planned: the stored schedule for this step count and speed (ConfigError when none). */
-  private plannedSchedule(steps: number): string {
+  private plannedSchedule(steps: number): PlannedSchedule {
     const { c, target, planProfile } = this.s;
     const want = target > 0 ? target : 2;
     const grans = c.only === "all" ? "step,cfg,block" : c.only;
@@ -289,7 +307,7 @@ class MixCacheRun {
       throw new ConfigError(`mixcache schedule=planned: no ${grans === "step,cfg,block" ? "hybrid" : grans} schedule planned for ${steps} steps at ${want}x for this model (stored: ${have})`,
         `run \`mixcache plan --steps ${steps} --targets ${want}\` for this model, or use schedule=online`);
     }
-    return found.plan;
+    return found;
   }
 
   private beginStep(step: StepInfo): void {
@@ -301,6 +319,7 @@ class MixCacheRun {
     this.D = {};
     this.Pall = {};
     this.vetoed = false;
+    this.probeNow = null;
     if (this.planActions) {
       // follow the schedule; a cached letter whose cache does not exist yet runs full
       const want = this.planActions[i];
@@ -358,12 +377,20 @@ class MixCacheRun {
     const i = ctx.step.index;
     if (this.action === "step") return addLarge(h0, this.extrap(b.R!, b.Rprev, i));
     const hF = await runBlocks(0, Fn, h0);
-    if (this.action === "block" && c.probe && !this.planActions && Fn > 0 && b.probe && ctx.branch === "cond") {
-      // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows
-      // for the middle, this becomes a full step (both branches) that refreshes every cache
-      const probe = relL1(hF, b.probe);
-      const pBlock = Math.max(this.D.block ?? 0, probe) * this.I.block[i] * (this.lastCached === "block" ? c.penalty : 1);
-      if (!this.sched.admits(pBlock, this.budgetNow, Infinity)) {
+    if (this.action === "block" && Fn > 0 && b.probe && ctx.branch === "cond") {
+      // free probe: the front blocks ran anyway; if h_Fn moved more than the budget allows for
+      // the middle (online), or more than the planning prompts showed here (planned), this
+      // becomes a full step (both branches) that refreshes every cache
+      const probe = (this.probeNow = relL1(hF, b.probe));
+      let veto = false;
+      if (!this.planActions) {
+        const pBlock = Math.max(this.D.block ?? 0, probe) * this.I.block[i] * (this.lastCached === "block" ? c.penalty : 1);
+        veto = c.probe && !this.sched.admits(pBlock, this.budgetNow, Infinity);
+      } else {
+        const planned = this.planProbes?.[i];
+        veto = c.probe && c.probe_margin > 0 && planned != null && probe > c.probe_margin * planned;
+      }
+      if (veto) {
         this.action = "full";
         this.vetoed = true;
         this.counters.probeVetoes++;
@@ -388,7 +415,7 @@ class MixCacheRun {
     const row: TraceRow = {
       step: i, timestep: step.timestep, action, triggered: c.trigger ? this.trigger.fired : i >= this.warmupSteps,
       D: { ...this.D }, I: { step: I.step[i], cfg: I.cfg[i], block: I.block[i] }, P: { ...this.Pall }, E: this.sched.E, interval: this.sched.maxInterval,
-      budget: this.budgetNow, vetoed: this.vetoed,
+      budget: this.budgetNow, vetoed: this.vetoed, ...(this.probeNow !== null ? { probe: this.probeNow } : {}),
     };
     if (action === "step" || action === "cfg" || action === "block") {
       this.sched.commitCached(this.P);
