@@ -238,7 +238,10 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
     );
   }
   const values = d.points;
-  const curve = values.filter((p) => !p.ablation);
+  // methods first; the oracle series after them, on top (thinner dashed lines, outlined squares)
+  const curve = values.filter((p) => !p.ablation && !p.oracle);
+  const bound = values.filter((p) => p.oracle);
+  const dash = hasOracle ? { strokeDash: { field: "kind", type: "nominal", title: "line", scale: { domain: ["method", "oracle bound"], range: [[1, 0], [6, 4]] }, legend: { orient: "right", symbolType: "stroke", symbolStrokeWidth: 2 } } } : {};
   layers.push(
     {
       data: { values: curve },
@@ -246,7 +249,7 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
       encoding: {
         x, y, color, detail: { field: "method" },
         order: { field: "speedup", type: "quantitative" },
-        ...(hasOracle ? { strokeDash: { field: "kind", type: "nominal", title: "line", scale: { domain: ["method", "oracle bound"], range: [[1, 0], [6, 4]] }, legend: { orient: "right", symbolType: "stroke", symbolStrokeWidth: 2 } } } : {}),
+        ...dash,
         strokeWidth: { condition: { test: "datum.mix", value: 3.4 }, value: 1.6 },
         opacity: { condition: { test: "datum.mix", value: 1 }, value: 0.8 },
       },
@@ -256,10 +259,29 @@ export function paretoSpec(r: BenchResults): TopLevelSpec {
       mark: { type: "point", filled: true, opacity: 1 },
       encoding: {
         x, y, color: { ...color, legend: null },
-        shape: { condition: [{ test: "datum.clipped", value: "triangle-up" }, { test: "datum.oracle", value: "square" }], value: "circle" },
+        shape: { condition: { test: "datum.clipped", value: "triangle-up" }, value: "circle" },
         size: { condition: { test: "datum.mix", value: 120 }, value: 50 },
       },
     },
+  );
+  if (bound.length)
+    layers.push(
+      {
+        data: { values: bound },
+        mark: { type: "line", interpolate: "linear", strokeWidth: 2, opacity: 0.95 },
+        encoding: { x, y, color, detail: { field: "method" }, order: { field: "speedup", type: "quantitative" }, ...dash },
+      },
+      {
+        data: { values: bound },
+        mark: { type: "point", filled: true, opacity: 1, stroke: "white", strokeWidth: 1 },
+        encoding: {
+          x, y, color: { ...color, legend: null },
+          shape: { condition: { test: "datum.clipped", value: "triangle-up" }, value: "square" },
+          size: { value: 75 },
+        },
+      },
+    );
+  layers.push(
     {
       data: { values: values.filter((p) => p.ablation) },
       mark: { type: "point", filled: true, shape: "diamond", size: 95, opacity: 0.85, stroke: "white", strokeWidth: 0.8 },
