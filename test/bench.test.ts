@@ -365,3 +365,25 @@ test("bench CLI: strict usage errors", async () => {
   assert.match(help.out, /--preset quick\|full/);
   assert.match(help.out, /Methods: none, .*fewer-steps/);
 });
+
+test("profilesHash: a method's rows depend on its family's profiles, the stored schedules included", async () => {
+  const { profilesHash } = await import("../src/bench/protocol.ts");
+  const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "profiles-"));
+  try {
+    for (const f of ["teacache", "magcache", "mixcache", "mixcache-plans"]) writeFileSync(join(dir, `${f}.json`), JSON.stringify({ f }));
+    const names = (m: string) => profilesHash(dir, m).split(",").filter(Boolean).map((x) => x.split(":")[0]);
+    assert.deepEqual(names("mixcache"), ["mixcache-plans.json", "mixcache.json"]);
+    assert.deepEqual(names("mixcache-plus"), ["mixcache-plans.json", "mixcache.json"]);
+    assert.deepEqual(names("teacache"), ["teacache.json"]);
+    assert.deepEqual(names("fewer-steps"), []);
+    // re-planning changes the hash of both MixCache methods
+    const before = profilesHash(dir, "mixcache-plus");
+    writeFileSync(join(dir, "mixcache-plans.json"), JSON.stringify({ f: "re-planned" }));
+    assert.notEqual(profilesHash(dir, "mixcache-plus"), before);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -329,14 +329,18 @@ export function modelFingerprint(m: Pick<LoadedModel, "dir" | "transformerDir" |
   return sha256(parts.join("\n"), 12);
 }
 
-/** Content hash of the calibration profiles a method may read: cache_profiles/<p>.json with <p> a
- * prefix of the method name (teacache.json for teacache, mixcache.json for mixcache+). */
-function profilesHash(profilesDir: string, method: string): string {
+/** Content hash of the calibration profiles a method may read: cache_profiles/<p>.json whose
+ * name starts with the method's family, the method name up to its first dash (teacache.json for
+ * teacache; mixcache.json and mixcache-plans.json, the stored schedules, for mixcache and
+ * mixcache-plus), so a resumed bench reruns a method's rows after it was re-calibrated or
+ * re-planned. */
+export function profilesHash(profilesDir: string, method: string): string {
   if (!existsSync(profilesDir)) return "";
+  const family = method.split("-")[0];
   const parts: string[] = [];
   for (const f of readdirSync(profilesDir).sort()) {
     if (!f.endsWith(".json")) continue;
-    if (method.startsWith(f.slice(0, -5))) parts.push(`${f}:${sha256(readFileSync(join(profilesDir, f)), 12)}`);
+    if (f.slice(0, -5).split("-")[0] === family) parts.push(`${f}:${sha256(readFileSync(join(profilesDir, f)), 12)}`);
   }
   return parts.join(",");
 }
