@@ -13,7 +13,7 @@ import type { ModuleDecl } from "../src/models/family.ts";
 /** Wan's module declaration by name. */
 const decl = (kind: ModuleKind): ModuleDecl => WAN_BLOCK.modules.find((m) => m.name === kind)!;
 import { fft, fft2, ifft, ifft2, lowFrequencyMask } from "../src/tensor/fft.ts";
-import { addBands, deltaSpectrum, fasterCacheExtrapolate, splitBands } from "../src/cache/strategies/fastercache.ts";
+import { addBands, addBandsTime, deltaBands, deltaSpectrum, fasterCacheExtrapolate, splitBands } from "../src/cache/strategies/fastercache.ts";
 import type { LatentShape } from "../src/models/types.ts";
 import { taylorPredict, taylorUpdate } from "../src/cache/strategies/taylorseer.ts";
 
@@ -300,6 +300,23 @@ test("fastercache: scaling one band scales exactly that band (checked with a nai
     for (let j = 0; j < P; j++) if (!mask[j]) F.re[j] = F.im[j] = 0;
     const lowPass = naiveDft2(F.re, F.im, 10, 10, true).re;
     for (let j = 0; j < P; j++) assert.ok(Math.abs(out[p * P + j] - (uncond[p * P + j] + lowPass[j])) < 1e-5, `plane ${p} j ${j}`);
+  }
+});
+
+test("fastercache: the time-domain bands (deltaBands + addBandsTime, what the strategy runs) equal the spectral form", () => {
+  const cond = rand(NLAT, 31), uncond = rand(NLAT, 32);
+  const spec = deltaSpectrum(uncond, cond, DIMS);
+  const bands = deltaBands(uncond, cond, DIMS);
+  for (const [sLow, sHigh] of [[1, 1], [1.1, 1], [1, 1.21], [1.331, 1.1], [0, 2]]) {
+    const ref = addBands(cond, spec.re, spec.im, DIMS, sLow, sHigh);
+    const fast = addBandsTime(cond, bands.delta, bands.low, sLow, sHigh);
+    let d = 0, m = 0;
+    for (let j = 0; j < NLAT; j++) {
+      d = Math.max(d, Math.abs(fast[j] - ref[j]));
+      m = Math.max(m, Math.abs(ref[j]));
+    }
+    console.log(`  sLow ${sLow} sHigh ${sHigh}: max|diff| ${d.toExponential(2)} (max ${m.toFixed(3)}; tolerance 2e-6 x (1 + max))`);
+    assert.ok(d <= 2e-6 * (1 + m));
   }
 });
 

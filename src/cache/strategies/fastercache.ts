@@ -22,7 +22,7 @@
  *     alpha_high (1.1) in (-1, 301); the factors compound over consecutive skips, as diffusers
  *     scales its stored delta in place; a full uncond step resets them to 1.
  *
- * Memory: two sa outputs per block per branch, plus one complex spectrum of the delta (2 latents).
+ * Memory: two sa outputs per block per branch, plus the delta and its low-pass part (2 latents).
  *
  * Deviations:
  * - Wan issues separate cond / uncond calls. diffusers' denoiser hook assumes a batch of
@@ -33,8 +33,9 @@
  *   gap.
  * - diffusers also pushes approximated outputs into the two-slot cache; we extrapolate from the last
  *   two *computed* outputs (the paper's rule).
- * - The low and high deltas are held as one spectrum plus two scalar factors (identical values,
- *   half the memory of two masked spectra).
+ * - The low and high deltas are held in the time domain, as the delta and its low-pass part plus
+ *   two scalar factors (deltaBands: the IFFT is linear, so a skipped step needs no transform;
+ *   equal to the two masked spectra within float32 rounding, half their memory).
  * - Our module seam returns the gated residual, so the extrapolation is of gate x attention.
  * - The FFT runs per channel and frame over (H, W) of the latent shape the loop passes in RunInfo.
  */
@@ -109,6 +110,45 @@ export function addBands(base: Float32Array, re: Float32Array, im: Float32Array,
     ifft2(pr, pi, H, W);
     for (let j = 0; j < P; j++) out[o + j] = base[o + j] + pr[j];
   }
+  return out;
+}
+
+/**
+ * The same rebuild without a transform per skipped step. The IFFT is linear, so
+ *   IFFT(sLow Delta_low + sHigh Delta_high) = sHigh Delta + (sLow - sHigh) IFFT(Delta_low)
+ * with Delta = a - b itself (IFFT(FFT(Delta)) = Delta): `deltaBands` keeps Delta and its low-pass
+ * part in the time domain once per full uncond step, and `addBandsTime` is then one elementwise
+ * pass. Equals addBands on deltaSpectrum within float32 rounding (test/cache_module_level.test.ts).
+ */
+export function deltaBands(a: Float32Array, b: Float32Array, dims: LatentShape): { delta: Float32Array; low: Float32Array } {
+  const { count, H, W } = planes(dims);
+  const P = H * W;
+  if (a.length !== count * P || b.length !== a.length) throw new Error(`fastercache: tensor has ${a.length} values, shape ${JSON.stringify(dims)} needs ${count * P}`);
+  const mask = lowFrequencyMask(H, W);
+  const delta = new Float32Array(a.length), low = new Float32Array(a.length);
+  const pr = new Float64Array(P), pi = new Float64Array(P);
+  for (let p = 0; p < count; p++) {
+    const o = p * P;
+    for (let j = 0; j < P; j++) {
+      pr[j] = a[o + j] - b[o + j];
+      delta[o + j] = pr[j];
+      pi[j] = 0;
+    }
+    fft2(pr, pi, H, W);
+    for (let j = 0; j < P; j++) {
+      if (!mask[j]) pr[j] = pi[j] = 0;
+    }
+    ifft2(pr, pi, H, W);
+    low.set(pr, o); // real: the low band of a real signal is conjugate-symmetric
+  }
+  return { delta, low };
+}
+
+/** base + sHigh delta + (sLow - sHigh) low, computed in float64 (see deltaBands). */
+export function addBandsTime(base: Float32Array, delta: Float32Array, low: Float32Array, sLow: number, sHigh: number): Float32Array {
+  const out = new Float32Array(base.length);
+  const k = sLow - sHigh;
+  for (let j = 0; j < base.length; j++) out[j] = base[j] + sHigh * delta[j] + k * low[j];
   return out;
 }
 
@@ -261,14 +301,14 @@ export const fastercache = defineStrategy({
                 if (c.high_t_lo < timestep && timestep < c.high_t_hi) cfg.sHigh *= c.alpha_high;
                 cfg.skipped++;
                 cfg.action = "cfg-cache";
-                return addBands(vc, store.get("cfg.re")!, store.get("cfg.im")!, resolveDims(), cfg.sLow, cfg.sHigh);
+                return addBandsTime(vc, store.get("cfg.delta")!, store.get("cfg.low")!, cfg.sLow, cfg.sHigh);
               }
               const vu = await compute();
               cfg.action = "full";
               if (vc && c.uncond_range > 1) {
-                const spec = deltaSpectrum(vu, vc, resolveDims());
-                store.set("cfg.re", spec.re);
-                store.set("cfg.im", spec.im);
+                const bands = deltaBands(vu, vc, resolveDims());
+                store.set("cfg.delta", bands.delta);
+                store.set("cfg.low", bands.low);
                 cfg.has = true;
                 cfg.sLow = cfg.sHigh = 1;
               }
