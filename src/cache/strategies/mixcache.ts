@@ -443,6 +443,9 @@ class MixCacheRun {
     this.spent += 1;
     const gap = this.lastFull >= 0 ? i - this.lastFull : 1;
     const newG = out.uncond ? sub(out.uncond, out.cond) : null;
+    // a followed schedule needs the caches only: the rates, the deviation and the output change
+    // feed the online rule (choice, adaptive interval, trigger) and are not computed for it
+    const online = !this.planActions;
     const rel2 = (k: "R" | "M") => {
       let s = 0, n = 0;
       for (const b of ["cond", "uncond"] as Branch[]) {
@@ -453,12 +456,12 @@ class MixCacheRun {
       }
       return n ? s / n : undefined;
     };
-    const rR = rel2("R"), rM = rel2("M");
+    const rR = online ? rel2("R") : undefined, rM = online ? rel2("M") : undefined;
     const oldG = store.get("G");
-    const rG = newG && oldG ? relL1(newG, oldG) : undefined;
+    const rG = online && newG && oldG ? relL1(newG, oldG) : undefined;
     // deviation of the last used cache's prediction from the fresh value (adaptive interval)
     const lastUsed = this.lastUsed;
-    if (lastUsed) {
+    if (lastUsed && online) {
       if (lastUsed === "cfg" && newG && oldG) dev = relL1(this.extrap(oldG, store.get("Gprev"), i), newG);
       else if (lastUsed === "step" && br.cond.R && br.cond.newR) dev = relL1(this.extrap(br.cond.R, br.cond.Rprev, i), br.cond.newR);
       else if (lastUsed === "block" && br.cond.M && br.cond.newM) dev = relL1(this.extrap(br.cond.M, br.cond.Mprev, i), br.cond.newM);
@@ -480,9 +483,9 @@ class MixCacheRun {
     }
     // trigger on the output change between consecutive full steps
     const prevV = store.get("v");
-    const change = prevV && this.lastFull === i - 1 ? relL1(out.velocity, prevV) : NaN;
-    if (prevV || i === 0) this.trigger.observe(i, change);
-    store.set("v", out.velocity);
+    const change = online && prevV && this.lastFull === i - 1 ? relL1(out.velocity, prevV) : NaN;
+    if (online && (prevV || i === 0)) this.trigger.observe(i, change);
+    if (online) store.set("v", out.velocity);
     this.prevFull = this.lastFull;
     this.lastFull = i;
     this.sched.commitFull(dev);
