@@ -16,7 +16,8 @@
  *  6. Every cache strategy at its default point on the embedded reference model (generate(), the
  *     model's default 50 steps, its CFG): wall speedup (median of runs interleaved with uncached
  *     ones; wall = the denoising steps), compute speedup (analytic MACs) and their ratio, the
- *     efficiency.
+ *     efficiency; and the share f of an uncached step spent outside the blocks, with the cap
+ *     1 / (1 - f + S f) it puts on the efficiency of a strategy with compute speedup S.
  *  7. A Wan2.1-1.3B-shaped config (random weights, a 16x5x16x16 latent = 320 tokens): forward and
  *     peak memory (VmHWM of a child process) vs the fp32 weight size.
  *  8. Real-model components: umT5-XXL for one prompt, the Wan VAE's first chunk at 480 x 832 (81
