@@ -271,7 +271,7 @@ async function strategies(steps: number, reps: number): Promise<{ steps: number;
       tag = cached.tag;
     }
     const wallSpeedup = median(ratios);
-    rows.push({ name: def.name, granularity: def.granularity, tag, wallMs: median(walls), wallSpeedup, computeSpeedup: compute, efficiency: wallSpeedup / compute, cap: 1 / (1 - f + compute * f) });
+    rows.push({ name: def.name, granularity: def.granularity, tag, wallMs: median(walls), wallSpeedup, computeSpeedup: compute, efficiency: wallSpeedup / compute, cap: def.name === "fewer-steps" ? NaN : 1 / (1 - f + compute * f) });
   }
   await model.release();
   return { steps, reps, uncachedMs: median(uncachedAll), outsideShare: f, rows };
@@ -470,10 +470,10 @@ async function main() {
   if (!args.includes("--skip-strategies")) {
     const st = await strategies(opt("--steps", 50), opt("--reps", 3));
     console.log(`\ncache strategies at their defaults, reference model, ${st.steps} steps, CFG (uncached: ${st.uncachedMs.toFixed(0)} ms of denoising steps; wall speedup = median of ${st.reps} runs, each next to an uncached one):`);
-    console.log(`  ${(st.outsideShare * 100).toFixed(1)}% of an uncached step runs outside the transformer blocks (f: time and patch embedding, heads, guidance, sampler); cap = 1 / (1 - f + compute x f), the efficiency if cached work cost nothing`);
+    console.log(`  ${(st.outsideShare * 100).toFixed(1)}% of an uncached step runs outside the transformer blocks (f: time and patch embedding, heads, guidance, sampler); cap = 1 / (1 - f + compute x f), the efficiency if cached work cost nothing and every step still paid f (fewer steps skips f too: no cap)`);
     console.log(`  ${"strategy".padEnd(14)} ${"granularity".padEnd(11)} ${"wall".padStart(7)} ${"compute".padStart(8)} ${"efficiency".padStart(10)} ${"cap".padStart(5)}`);
     for (const r of st.rows)
-      console.log(`  ${r.name.padEnd(14)} ${r.granularity.padEnd(11)} ${(r.wallSpeedup.toFixed(2) + "x").padStart(7)} ${(r.computeSpeedup.toFixed(2) + "x").padStart(8)} ${r.efficiency.toFixed(2).padStart(10)} ${r.cap.toFixed(2).padStart(5)}`);
+      console.log(`  ${r.name.padEnd(14)} ${r.granularity.padEnd(11)} ${(r.wallSpeedup.toFixed(2) + "x").padStart(7)} ${(r.computeSpeedup.toFixed(2) + "x").padStart(8)} ${r.efficiency.toFixed(2).padStart(10)} ${(Number.isNaN(r.cap) ? "-" : r.cap.toFixed(2)).padStart(5)}`);
     out.strategies = st;
     const low = st.rows.filter((r) => r.efficiency < 0.9);
     target(low.length === 0, `every strategy's efficiency >= 0.9 at its default point${low.length ? `: below it ${low.map((r) => `${r.name} ${r.efficiency.toFixed(2)}`).join(", ")}` : ""}`);
