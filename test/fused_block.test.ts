@@ -166,3 +166,26 @@ test("one fused call with some residuals given: the kept residuals and the block
   }
   await model.release();
 });
+
+test("a cache with only planModules (no module hook) is asked for every block; computing all of them equals the uncached run", async () => {
+  const { config, model } = await setup();
+  const r = rng(8);
+  const S = 4;
+  const cond = { data: randomArray(S * config.text_dim, r), tokens: S };
+  const uncond = { data: randomArray(S * config.text_dim, r), tokens: S };
+  const shape = { channels: config.in_channels, frames: 2, height: 6, width: 4 };
+  const base = { model, cond, uncond, shape, steps: 3, guidance: 4, shift: 3, seed: 5, sampler: "unipc" as const };
+  const plain = await denoise(base);
+  let planned = 0, kept = 0;
+  const hooks: Hooks = {
+    planModules: (ctx, b) => (planned++, ctx.blocks[b].modules.map((_, m) => (m === 1 ? "keep" : "compute"))),
+    keepModule: () => void kept++,
+  };
+  const viaPlan = await denoise({ ...base, hooks });
+  const calls = base.steps * 2 * config.num_layers;
+  assert.equal(planned, calls);
+  assert.equal(kept, calls);
+  assert.deepEqual(viaPlan.latent, plain.latent);
+  assert.deepEqual(viaPlan.stats.computed, plain.stats.computed);
+  await model.release();
+});

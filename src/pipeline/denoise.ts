@@ -206,7 +206,7 @@ export async function denoise(o: DenoiseOptions): Promise<DenoiseResult> {
         };
         // where no strategy hooks a module, the family may run whole blocks (or, with no block hook
         // either, the whole range) in one call; stats count the same blocks, modules and MACs
-        const fusedRun = !hooks.module && pm.runBlocks ? pm.runBlocks.bind(pm) : null;
+        const fusedRun = !hooks.module && !hooks.planModules && pm.runBlocks ? pm.runBlocks.bind(pm) : null;
         const countBlocks = (a: number, z: number) => {
           for (let b = a; b < z; b++) {
             stats.block();
