@@ -271,6 +271,11 @@ test("mixcache plan (CLI): plans a schedule within the budget, stores it with pr
     const stored = JSON.parse(readFileSync(out, "utf8"));
     assert.deepEqual(stored.meta.prompts, [run.prompt]);
     assert.deepEqual(stored.schedules.map((x: { plan: string; order?: number }) => [x.plan, x.order ?? 0]), [[s.plan, 0], [sPlus.plan, 1]]);
+    // a schedule with block steps carries the probe its planning runs showed at each of them
+    for (const x of stored.schedules as Array<{ plan: string; probes?: (number | null)[] }>) {
+      if (x.plan.includes("B")) assert.deepEqual(x.probes!.map((v) => v !== null), [...x.plan].map((ch) => ch === "B"), x.plan);
+      else assert.equal(x.probes, undefined);
+    }
     // schedule=planned reads it from the model's cache_profiles/
     const model2 = join(dir, "model");
     cpSync(tiny.dir, model2, { recursive: true });

@@ -119,8 +119,10 @@ async function measurePlanTables(o: PlanOptions): Promise<PlanTables> {
 
 /** Mean PSNR of a schedule over the tables' reference runs (real runs), followed by MixCache
  * (order 0) or MixCache+ (order 1: first-order extrapolated reuse). */
-async function measurePlan(o: PlanOptions, t: PlanTables, plan: string, order: 0 | 1 = 0): Promise<number> {
-  return (await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).psnr;
+async function measurePlan(o: PlanOptions, t: PlanTables, plan: string, order: 0 | 1 = 0, probesSeen?: Map<string, (number | null)[]>): Promise<number> {
+  const r = await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan, fn: t.refs[0].fn, bn: t.refs[0].bn });
+  probesSeen?.set(plan, r.probes);
+  return r.psnr;
 }
 
 /** Mean PSNR and compute speedup of a cache (e.g. plain fewer steps) over the tables' reference
@@ -247,14 +249,16 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
     error: (i, g, len) => t.cost.get(segKey(i, g, len)) ?? Infinity,
   });
   const dp = solve(grans);
-  const dpPsnr = await measurePlan(o, t, dp.plan, order);
+  // the probes each measured schedule showed, so the one kept needs no run of its own
+  const probesSeen = new Map<string, (number | null)[]>();
+  const dpPsnr = await measurePlan(o, t, dp.plan, order, probesSeen);
   let best = { plan: dp.plan, psnr: dpPsnr };
   let evals = 1;
   const tried = new Set([dp.plan]);
   const startFrom = async (plan: string) => {
     if (tried.has(plan)) return;
     tried.add(plan);
-    const p = await measurePlan(o, t, plan, order);
+    const p = await measurePlan(o, t, plan, order, probesSeen);
     evals++;
     if (p > best.psnr) best = { plan, psnr: p };
   };
@@ -288,7 +292,7 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
       .map((x) => ({ plan: x, rank: predicted(t, x) }))
       .filter((c) => Number.isFinite(c.rank)),
     evaluate: async (plan) => {
-      const p = await measurePlan(o, t, plan, order);
+      const p = await measurePlan(o, t, plan, order, probesSeen);
       o.onProgress?.(`search x${target} ${set}${order ? " order 1" : ""}`, ++evals, limit);
       return p;
     },
@@ -297,7 +301,7 @@ async function planOne(o: PlanOptions, t: PlanTables, target: number, set: "hybr
   const mseSum = predicted(t, best.plan);
   // the probe the planning prompts show at each block step: schedule=planned vetoes a block step
   // whose probe exceeds it by the probe_margin factor
-  const probes = best.plan.includes("B") ? (await measureCache(o, t, order === 1 ? "mixcache-plus" : "mixcache", { plan: best.plan, fn: t.refs[0].fn, bn: t.refs[0].bn })).probes : undefined;
+  const probes = best.plan.includes("B") ? probesSeen.get(best.plan) : undefined;
   return {
     target, grans: grans.join(","), plan: best.plan, speedup: o.steps / planCompute(best.plan, t.costOf),
     psnrPredicted: psnrOf(mseSum), psnrMeasured: best.psnr, dpPlan: dp.plan, dpPsnr, evaluations: evals, ...(probes ? { probes } : {}), ...(order ? { order } : {}),
