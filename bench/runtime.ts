@@ -17,7 +17,9 @@
  *     model's default 50 steps, its CFG): wall speedup (median of runs interleaved with uncached
  *     ones; wall = the denoising steps), compute speedup (analytic MACs) and their ratio, the
  *     efficiency; and the share f of an uncached step spent outside the blocks, with the cap
- *     1 / (1 - f + S f) it puts on the efficiency of a strategy with compute speedup S.
+ *     1 / (1 - f + S f) it puts on the efficiency of a strategy with compute speedup S. Per step,
+ *     where the rest of the wall goes: JavaScript outside onnxruntime calls (sampler, guidance, the
+ *     cache's own JS) and the elementwise sessions (a cache's residual reuse and bookkeeping).
  *  7. A Wan2.1-1.3B-shaped config (random weights, a 16x5x16x16 latent = 320 tokens): forward and
  *     peak memory (VmHWM of a child process) vs the fp32 weight size.
  *  8. Real-model components: umT5-XXL for one prompt, the Wan VAE's first chunk at 480 x 832 (81
@@ -29,7 +31,8 @@ import { readFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { Graph } from "../src/graph/builder.ts";
-import { StageSession, defaultThreads, type BackendOptions } from "../src/backend/ort.ts";
+import { StageSession, defaultThreads, timeStageCalls, type BackendOptions } from "../src/backend/ort.ts";
+import { ELEMENTWISE_STAGES } from "../src/graph/elementwise.ts";
 import { parseWanConfig, dimOf, parameterCount, expectedShapes, type WanConfig } from "../src/models/wan/config.ts";
 import { WanModel, type WanLoadOptions, type WeightSource } from "../src/models/wan/model.ts";
 import { stageMacs } from "../src/models/wan/macs.ts";
@@ -220,7 +223,14 @@ function torchForward(): { result: Record<string, unknown> | null; why?: string 
   return { result: JSON.parse(r.stdout.trim().split("\n").pop()!) };
 }
 
-interface StrategyRow { name: string; granularity: string; tag: string; wallMs: number; wallSpeedup: number; computeSpeedup: number; efficiency: number; cap: number }
+interface StrategyRow {
+  name: string; granularity: string; tag: string; wallMs: number; wallSpeedup: number; computeSpeedup: number; efficiency: number; cap: number;
+  /** per step, medians over the timed runs: wall outside onnxruntime calls (JS: sampler, guidance,
+   * the cache's own JS, bindings) and inside the elementwise sessions (cache reuse and bookkeeping) */
+  jsMsPerStep: number; elementwiseMsPerStep: number;
+}
+/** Sessions run once per prompt, before the steps (not in the steps' wall time). */
+const PROMPT_STAGE = /^(text|kv\d+)$/;
 
 /**
  * Every strategy at its defaults on the embedded reference model, interleaved with uncached runs.
@@ -229,13 +239,23 @@ interface StrategyRow { name: string; granularity: string; tag: string; wallMs: 
  * speedup S and cached work that cost nothing, wall / compute could reach 1 / (1 - f + S f) (the
  * `cap` column): the ceiling that per-step work sets on a model whose forward takes milliseconds.
  */
-async function strategies(steps: number, reps: number): Promise<{ steps: number; reps: number; uncachedMs: number; outsideShare: number; rows: StrategyRow[] }> {
+async function strategies(steps: number, reps: number): Promise<{ steps: number; reps: number; uncachedMs: number; uncachedJsMsPerStep: number; outsideShare: number; rows: StrategyRow[] }> {
   const model = await loadModel(undefined, { threads });
   const prompt = "a large red circle moving right on a black background";
+  // time inside onnxruntime, split into the elementwise sessions (graph/elementwise.ts: the
+  // residual reuse and bookkeeping of caches) and the model's stages
+  let ortMs = 0, elementwiseMs = 0;
+  timeStageCalls((stage, ms) => {
+    if (PROMPT_STAGE.test(stage)) return;
+    if (ELEMENTWISE_STAGES.has(stage)) elementwiseMs += ms;
+    else ortMs += ms;
+  });
   const stepsWall = async (name: string | null) => {
     const cache = name ? makeCache(name, {}, { profilesDir: model.profilesDir }) : undefined;
+    ortMs = elementwiseMs = 0;
     const r = await generate({ model, prompt, steps, seed: 0, cache });
-    return { ms: r.stats.perStep.reduce((a, p) => a + p.wallMs, 0), compute: r.stats.computeSpeedup, tag: r.cache?.tag ?? "none" };
+    const ms = r.stats.perStep.reduce((a, p) => a + p.wallMs, 0);
+    return { ms, compute: r.stats.computeSpeedup, tag: r.cache?.tag ?? "none", jsMs: (ms - ortMs - elementwiseMs) / steps, elementwiseMs: elementwiseMs / steps };
   };
   await stepsWall(null); // warm-up: sessions, the patch/head of this grid, JIT
   // the blocks' share of uncached steps: a body hook that only times the (fused) block range
@@ -255,26 +275,33 @@ async function strategies(steps: number, reps: number): Promise<{ steps: number;
   }
   const f = median(shares);
   const rows: StrategyRow[] = [];
-  const uncachedAll: number[] = [];
+  const uncachedAll: number[] = [], uncachedJs: number[] = [];
   for (const def of STRATEGIES) {
     if (def.name === "none") continue;
     await stepsWall(def.name); // warm-up (profiles, JIT)
-    const ratios: number[] = [], walls: number[] = [];
+    const ratios: number[] = [], walls: number[] = [], js: number[] = [], el: number[] = [];
     let compute = 0, tag = "";
     for (let k = 0; k < reps; k++) {
       const base = await stepsWall(null);
       const cached = await stepsWall(def.name);
       uncachedAll.push(base.ms);
+      uncachedJs.push(base.jsMs);
       ratios.push(base.ms / cached.ms);
       walls.push(cached.ms);
+      js.push(cached.jsMs);
+      el.push(cached.elementwiseMs);
       compute = cached.compute;
       tag = cached.tag;
     }
     const wallSpeedup = median(ratios);
-    rows.push({ name: def.name, granularity: def.granularity, tag, wallMs: median(walls), wallSpeedup, computeSpeedup: compute, efficiency: wallSpeedup / compute, cap: def.name === "fewer-steps" ? NaN : 1 / (1 - f + compute * f) });
+    rows.push({
+      name: def.name, granularity: def.granularity, tag, wallMs: median(walls), wallSpeedup, computeSpeedup: compute, efficiency: wallSpeedup / compute,
+      cap: def.name === "fewer-steps" ? NaN : 1 / (1 - f + compute * f), jsMsPerStep: median(js), elementwiseMsPerStep: median(el),
+    });
   }
+  timeStageCalls(null);
   await model.release();
-  return { steps, reps, uncachedMs: median(uncachedAll), outsideShare: f, rows };
+  return { steps, reps, uncachedMs: median(uncachedAll), uncachedJsMsPerStep: median(uncachedJs), outsideShare: f, rows };
 }
 
 /** umT5-XXL (random weights made per layer, never whole) encoding one 64-token prompt, streamed. */
@@ -468,12 +495,13 @@ async function main() {
 
   // 6. every strategy at its default point
   if (!args.includes("--skip-strategies")) {
-    const st = await strategies(opt("--steps", 50), opt("--reps", 3));
+    const st = await strategies(opt("--steps", 50), opt("--reps", 5));
     console.log(`\ncache strategies at their defaults, reference model, ${st.steps} steps, CFG (uncached: ${st.uncachedMs.toFixed(0)} ms of denoising steps; wall speedup = median of ${st.reps} runs, each next to an uncached one):`);
     console.log(`  ${(st.outsideShare * 100).toFixed(1)}% of an uncached step runs outside the transformer blocks (f: time and patch embedding, heads, guidance, sampler); cap = 1 / (1 - f + compute x f), the efficiency if cached work cost nothing and every step still paid f (fewer steps skips f too: no cap)`);
-    console.log(`  ${"strategy".padEnd(14)} ${"granularity".padEnd(11)} ${"wall".padStart(7)} ${"compute".padStart(8)} ${"efficiency".padStart(10)} ${"cap".padStart(5)}`);
+    console.log(`  per step: js = wall outside onnxruntime calls (sampler, guidance, the cache's JS, bindings; uncached ${st.uncachedJsMsPerStep.toFixed(3)} ms), elem = inside the elementwise sessions (a cache's residual reuse and bookkeeping)`);
+    console.log(`  ${"strategy".padEnd(14)} ${"granularity".padEnd(11)} ${"wall".padStart(7)} ${"compute".padStart(8)} ${"efficiency".padStart(10)} ${"cap".padStart(5)} ${"js ms".padStart(6)} ${"elem ms".padStart(7)}`);
     for (const r of st.rows)
-      console.log(`  ${r.name.padEnd(14)} ${r.granularity.padEnd(11)} ${(r.wallSpeedup.toFixed(2) + "x").padStart(7)} ${(r.computeSpeedup.toFixed(2) + "x").padStart(8)} ${r.efficiency.toFixed(2).padStart(10)} ${(Number.isNaN(r.cap) ? "-" : r.cap.toFixed(2)).padStart(5)}`);
+      console.log(`  ${r.name.padEnd(14)} ${r.granularity.padEnd(11)} ${(r.wallSpeedup.toFixed(2) + "x").padStart(7)} ${(r.computeSpeedup.toFixed(2) + "x").padStart(8)} ${r.efficiency.toFixed(2).padStart(10)} ${(Number.isNaN(r.cap) ? "-" : r.cap.toFixed(2)).padStart(5)} ${r.jsMsPerStep.toFixed(3).padStart(6)} ${r.elementwiseMsPerStep.toFixed(3).padStart(7)}`);
     out.strategies = st;
     const low = st.rows.filter((r) => r.efficiency < 0.9);
     target(low.length === 0, `every strategy's efficiency >= 0.9 at its default point${low.length ? `: below it ${low.map((r) => `${r.name} ${r.efficiency.toFixed(2)}`).join(", ")}` : ""}`);

@@ -7,7 +7,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { add, axpy, axpyDiff, extrapolate, sub } from "../src/tensor/ops.ts";
-import { addAxpyLarge, addLarge, axpyLarge, extrapolateLarge, ORT_ELEMENTWISE_MIN } from "../src/graph/elementwise.ts";
+import { addAxpyLarge, addLarge, axpyLarge, extrapolateLarge, ORT_ELEMENTWISE_MIN, subLarge } from "../src/graph/elementwise.ts";
 import { taylorForecast, taylorPredict, taylorUpdate, taylorUpdateInPlace } from "../src/cache/strategies/taylorseer.ts";
 import { randomArray, rng } from "./support/randomWeights.ts";
 
@@ -25,6 +25,20 @@ test("addLarge (onnxruntime Add) equals add() bit for bit, small and large, and 
     assert.deepEqual(b, bc);
     assert.notEqual(y, a);
   }
+});
+
+test("subLarge (onnxruntime Sub, what the step and block caches store residuals with) equals sub() bit for bit", async () => {
+  const r = rng(11);
+  for (const n of [7, ORT_ELEMENTWISE_MIN, 256 * 128 + 5]) {
+    const a = randomArray(n, r, 3), b = randomArray(n, r, 2.9);
+    a[0] = 1e30; b[0] = -1e30; a[1] = 1; b[1] = 1 - 2 ** -23; a[2] = -0; b[2] = 0;
+    const ac = a.slice(), bc = b.slice();
+    const y = await subLarge(a, b);
+    assert.deepEqual(bits(y), bits(sub(a, b)), `n ${n}`);
+    assert.deepEqual(a, ac);
+    assert.deepEqual(b, bc);
+  }
+  await assert.rejects(subLarge(new Float32Array(3), new Float32Array(4)), /lengths 3 and 4 differ/);
 });
 
 test("axpyDiff equals axpy(x, k, sub(x, prev)) bit for bit", () => {

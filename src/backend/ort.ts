@@ -63,9 +63,31 @@ export interface BackendOptions {
   prepack?: boolean;
 }
 
+/**
+ * Per-step stages on small activations (a patch embedding, a head) run on one thread: a second
+ * one only adds its wake-up. Measured on the reference model's grid (256 tokens x 128, 32 Ki
+ * values): head 112 vs 123 us per call, patch 90 vs 97 us at 1 vs 2 threads; level at 128 Ki
+ * values, and 2 threads ahead from 512 Ki (bench/runtime.ts prints it on each run).
+ */
+export const SMALL_STAGE_ELEMENTS = 131072;
+
+/** `opts` with one intra-op thread when the stage's largest activation has at most
+ * SMALL_STAGE_ELEMENTS values, else unchanged. */
+export function stageOptions(opts: BackendOptions, elements: number): BackendOptions {
+  return elements <= SMALL_STAGE_ELEMENTS ? { ...opts, threads: 1 } : opts;
+}
+
 export interface Feed {
   data: Float32Array;
   dims: readonly number[];
+}
+
+let callTimer: ((stage: string, ms: number) => void) | null = null;
+
+/** Call `timer` with the stage name and wall time of every session run from now on (null: stop).
+ * For benchmarks: which share of a run is spent inside onnxruntime, and in which stages. */
+export function timeStageCalls(timer: ((stage: string, ms: number) => void) | null): void {
+  callTimer = timer;
 }
 
 export class StageSession {
@@ -113,6 +135,17 @@ export class StageSession {
    * binding's pre-allocated fetches) and its data is returned, instead of a new array.
    */
   async run(feeds: Record<string, Feed>, outputNames: readonly string[], into?: readonly (Feed | undefined)[]): Promise<Float32Array[]> {
+    if (!callTimer) return this.runOnce(feeds, outputNames, into);
+    const timer = callTimer;
+    const t0 = performance.now();
+    try {
+      return await this.runOnce(feeds, outputNames, into);
+    } finally {
+      timer(this.name, performance.now() - t0);
+    }
+  }
+
+  private async runOnce(feeds: Record<string, Feed>, outputNames: readonly string[], into?: readonly (Feed | undefined)[]): Promise<Float32Array[]> {
     const t: Record<string, ort.Tensor> = {};
     for (const [k, f] of Object.entries(feeds)) t[k] = new ort.Tensor("float32", f.data, f.dims);
     let res: ort.InferenceSession.OnnxValueMapType;

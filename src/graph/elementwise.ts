@@ -11,6 +11,9 @@ import { StageSession } from "../backend/ort.ts";
 import { add, sub } from "../tensor/ops.ts";
 import { Graph } from "./builder.ts";
 
+/** Names of the sessions this file runs (benchmarks count their time as cache bookkeeping). */
+export const ELEMENTWISE_STAGES: ReadonlySet<string> = new Set(["add", "sub", "axpy", "add_axpy", "extrapolate"]);
+
 /** Below this many elements add() in JS is faster than a session call. */
 export const ORT_ELEMENTWISE_MIN = 8192;
 

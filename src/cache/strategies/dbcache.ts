@@ -23,8 +23,8 @@ import { ConfigError } from "../../errors.ts";
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { relL1, sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { relL1 } from "../../tensor/ops.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 export const dbcache = defineStrategy({
   name: "dbcache",
@@ -68,7 +68,7 @@ export const dbcache = defineStrategy({
               const s = st[b];
               const L = ctx.numBlocks;
               const hF = await runBlocks(0, Fn, h0);
-              const rF = sub(hF, h0);
+              const rF = await subLarge(hF, h0);
               const ref = store.get(`front.${b}`);
               const mid = store.get(`mid.${b}`);
               let diff = NaN;
@@ -88,7 +88,7 @@ export const dbcache = defineStrategy({
               else {
                 hM = await runBlocks(Fn, L - Bn, hF);
                 store.set(`front.${b}`, rF);
-                store.set(`mid.${b}`, sub(hM, hF));
+                store.set(`mid.${b}`, await subLarge(hM, hF));
               }
               return Bn > 0 ? runBlocks(L - Bn, L, hM) : hM;
             },

@@ -20,8 +20,7 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 type Phase = "rear" | "front";
 
@@ -64,7 +63,7 @@ export const deltaDit = defineStrategy({
               if (full) {
                 const hIn = await runBlocks(0, from, h0);
                 const hOut = await runBlocks(from, to, hIn);
-                store.set(key, sub(hOut, hIn));
+                store.set(key, await subLarge(hOut, hIn));
                 s.lastFull = index;
                 s.phase = phase;
                 return runBlocks(to, L, hOut);

@@ -19,8 +19,8 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { meanAbs, sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { meanAbs } from "../../tensor/ops.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 /** mean|a - b| (float64 accumulation). */
 function meanAbsDiff(a: Float32Array, b: Float32Array): number {
@@ -88,7 +88,7 @@ export const easycache = defineStrategy({
                 }
                 store.set("x.computed", Float32Array.from(x));
                 store.set("v.cond", Float32Array.from(v));
-                store.set("cache.cond", sub(v, x));
+                store.set("cache.cond", await subLarge(v, x));
                 return v;
               }
               const cached = store.get("cache.uncond");
@@ -97,7 +97,7 @@ export const easycache = defineStrategy({
                 return await addLarge(x, cached);
               }
               const v = await compute();
-              store.set("cache.uncond", sub(v, x));
+              store.set("cache.uncond", await subLarge(v, x));
               return v;
             },
           },

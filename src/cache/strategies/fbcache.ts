@@ -16,8 +16,8 @@
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
-import { relL1, sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { relL1 } from "../../tensor/ops.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 export const fbcache = defineStrategy({
   name: "fbcache",
@@ -42,7 +42,7 @@ export const fbcache = defineStrategy({
             async body(ctx, h0, runBlocks) {
               const b = ctx.branch;
               const h1 = await runBlocks(0, 1, h0);
-              const r0 = sub(h1, h0);
+              const r0 = await subLarge(h1, h0);
               const ref = store.get(`first.${b}`);
               const rest = store.get(`rest.${b}`);
               let diff = NaN;
@@ -58,7 +58,7 @@ export const fbcache = defineStrategy({
               }
               const hL = await runBlocks(1, ctx.numBlocks, h1);
               store.set(`first.${b}`, r0);
-              store.set(`rest.${b}`, sub(hL, h1));
+              store.set(`rest.${b}`, await subLarge(hL, h1));
               return hL;
             },
           },

@@ -26,8 +26,7 @@ import type { Branch, TraceRow } from "../../pipeline/hooks.ts";
 import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
-import { sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 
 export interface MagCacheProfile {
   meta: ProfileMeta;
@@ -147,7 +146,7 @@ export const magcache = defineStrategy({
                 return await addLarge(h0, store.get(key)!);
               }
               const hL = await runBlocks(0, ctx.numBlocks, h0);
-              const r = sub(hL, h0);
+              const r = await subLarge(hL, h0);
               const prev = store.get(key);
               if (!gamma && prev && s.lastComputed >= 0) {
                 // online fallback: per-step magnitude ratio between the last two computed residuals

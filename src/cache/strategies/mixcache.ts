@@ -21,7 +21,7 @@ import { CacheStore, defineStrategy, perBranch } from "../strategy.ts";
 import { fmt, type KnobConfig } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
 import { axpyDiff, relL1, sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 import type { BlockRunner, Branch, BranchCtx, CacheReport, CacheStrategy, Hooks, RunInfo, StepInfo, StepOutputs, TraceRow } from "../../pipeline/hooks.ts";
 import { ConfigError } from "../../errors.ts";
 import { GRANULARITIES, Scheduler, Trigger, actionCosts, chooseGranularity, type Action, type Gran } from "./mixcache-decision.ts";
@@ -401,8 +401,8 @@ class MixCacheRun {
     const hL = await runBlocks(L - Bn, L, hB);
     if (this.action === "full") {
       // keep what every cache needs; committed in endStep
-      b.newR = sub(hL, h0);
-      b.newM = sub(hB, hF);
+      b.newR = await subLarge(hL, h0);
+      b.newM = await subLarge(hB, hF);
       b.newProbe = hF;
     }
     return hL; // cond branch of a cfg step, or a full step

@@ -17,8 +17,8 @@ import { CacheStore, perBranch, defineStrategy } from "../strategy.ts";
 import type { TraceRow } from "../../pipeline/hooks.ts";
 import { fmt } from "../knobs.ts";
 import { readProfile, type ProfileMeta } from "../profiles.ts";
-import { relL1, sub } from "../../tensor/ops.ts";
-import { addLarge } from "../../graph/elementwise.ts";
+import { relL1 } from "../../tensor/ops.ts";
+import { addLarge, subLarge } from "../../graph/elementwise.ts";
 import { polyval } from "../../tensor/polyfit.ts";
 
 export interface TeaCacheProfile {
@@ -82,7 +82,7 @@ export const teacache = defineStrategy({
               }
               s.acc = 0;
               const hL = await runBlocks(0, ctx.numBlocks, h0);
-              store.set(key, sub(hL, h0));
+              store.set(key, await subLarge(hL, h0));
               return hL;
             },
           },

@@ -9,7 +9,7 @@
  * "mlp", parallel: both read the block input and the block adds both residuals, which is
  * h + gate proj_out(concat(attn, mlp)) split by proj_out's columns).
  */
-import { StageSession, BackendOptions } from "../../backend/ort.ts";
+import { StageSession, BackendOptions, stageOptions } from "../../backend/ort.ts";
 import { ConfigError, UsageError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
 import type { BlockDecl, DiTModel, FamilyMacs, GridHandle, PromptHandle, PromptInput, TimeOut } from "../family.ts";
@@ -170,9 +170,11 @@ export class HunyuanVideoModel implements DiTModel {
       const { cos, sin } = ropeTables(this.config, g);
       const pg = buildPatchGraph(this.config, w, g);
       const hg = buildHeadGraph(this.config, w, g);
-      st = new HunyuanGrid(g, g[0] * g[1] * g[2], cos, sin,
-        await StageSession.create(pg.name, pg.toModel(), this.opts),
-        await StageSession.create(hg.name, hg.toModel(), this.opts));
+      const L = g[0] * g[1] * g[2];
+      const small = stageOptions(this.opts, L * this.dim);
+      st = new HunyuanGrid(g, L, cos, sin,
+        await StageSession.create(pg.name, pg.toModel(), small),
+        await StageSession.create(hg.name, hg.toModel(), small));
       this.gridCache.set(key, st);
     }
     return st;

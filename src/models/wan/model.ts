@@ -4,7 +4,7 @@
  * with the weights as initializers. Weights are read one stage at a time, so a
  * multi-GB checkpoint never needs a second full copy in memory.
  */
-import { StageSession, BackendOptions, type Feed } from "../../backend/ort.ts";
+import { StageSession, BackendOptions, stageOptions, type Feed } from "../../backend/ort.ts";
 import { ConfigError } from "../../errors.ts";
 import { collectGarbage } from "../../util/gc.ts";
 import { WanConfig, dimOf, expectedShapes, parameterCount } from "./config.ts";
@@ -174,13 +174,15 @@ export class WanModel implements DiTModel {
       const { cos, sin } = ropeTables(this.config, grid);
       const pg = buildPatchGraph(this.config, w, grid);
       const hg = buildHeadGraph(this.config, w, grid);
+      const L = grid[0] * grid[1] * grid[2];
+      const small = stageOptions(this.opts, L * this.dim);
       st = {
         grid,
-        L: grid[0] * grid[1] * grid[2],
+        L,
         cos,
         sin,
-        patch: await StageSession.create(pg.name, pg.toModel(), this.opts),
-        head: await StageSession.create(hg.name, hg.toModel(), this.opts),
+        patch: await StageSession.create(pg.name, pg.toModel(), small),
+        head: await StageSession.create(hg.name, hg.toModel(), small),
       };
       this.gridCache.set(key, st);
     }
